@@ -1,0 +1,102 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// DefaultPrefix starts every topic name unless Topics.Prefix says otherwise.
+const DefaultPrefix = "sluice."
+
+// Topics names Sluice's topics. The set is fixed and small: never a topic
+// per tenant or per queue.
+type Topics struct {
+	// Prefix starts every name. Default "sluice.".
+	Prefix string
+	// Partitions of the keyed topics (events, dlq, inbox). Default 12.
+	Partitions int32
+	// ReplicationFactor of every topic; -1 uses the broker default.
+	// Default -1.
+	ReplicationFactor int16
+}
+
+// WithDefaults returns t with its zero fields set to their defaults.
+func (t Topics) WithDefaults() Topics {
+	if t.Prefix == "" {
+		t.Prefix = DefaultPrefix
+	}
+	if t.Partitions == 0 {
+		t.Partitions = 12
+	}
+	if t.ReplicationFactor == 0 {
+		t.ReplicationFactor = -1
+	}
+	return t
+}
+
+// Events is the source of truth: every job state transition, keyed by job
+// id so one job's history is ordered within one partition.
+func (t Topics) Events() string { return t.Prefix + "events" }
+
+// DLQ holds dead-lettered jobs with their attempts.
+func (t Topics) DLQ() string { return t.Prefix + "dlq" }
+
+// Inbox holds raw inbound webhook requests, keyed by source id.
+func (t Topics) Inbox() string { return t.Prefix + "inbox" }
+
+// Config is compacted: tenants, API keys, queues, endpoints, sources. Every
+// node folds it into memory.
+func (t Topics) Config() string { return t.Prefix + "config" }
+
+// Retry names the delay line for one retry tier.
+func (t Topics) Retry(delay time.Duration) string {
+	return t.Prefix + "retry." + delay.String()
+}
+
+// TopicSpec is a topic to create.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+	Configs    map[string]*string
+}
+
+// Specs lists every topic with its configs.
+func (t Topics) Specs() []TopicSpec {
+	t = t.WithDefaults()
+	str := func(s string) *string { return &s }
+	keyed := map[string]*string{
+		"cleanup.policy": str("delete"),
+		"retention.ms":   str(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10)),
+	}
+	return []TopicSpec{
+		{Name: t.Events(), Partitions: t.Partitions, Configs: keyed},
+		{Name: t.DLQ(), Partitions: t.Partitions, Configs: keyed},
+		{Name: t.Inbox(), Partitions: t.Partitions, Configs: keyed},
+		{Name: t.Config(), Partitions: 1, Configs: map[string]*string{
+			"cleanup.policy": str("compact"),
+		}},
+	}
+}
+
+// CreateTopics creates every topic of t that does not exist yet. It is
+// idempotent: existing topics are left as they are.
+func CreateTopics(ctx context.Context, adm *kadm.Client, t Topics) error {
+	t = t.WithDefaults()
+	var errs []error
+	for _, spec := range t.Specs() {
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, t.ReplicationFactor, spec.Configs, spec.Name)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", spec.Name, err)
+		}
+		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", spec.Name, resp.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
