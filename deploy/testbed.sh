@@ -37,6 +37,8 @@ declare -A PORT=([redis]=$REDIS_PORT [clickhouse]=$CH_TCP_PORT [kafka]=$KAFKA_PO
 declare -A MATCH=([redis]=redis-server [clickhouse]=clickhouse-server [kafka]=kafka.Kafka)
 declare -A START_TIMEOUT=([redis]=30 [clickhouse]=90 [kafka]=150)
 declare -A STOP_TIMEOUT=([redis]=15 [clickhouse]=30 [kafka]=45)
+# Every port a server listens on: stop waits until all are closed again.
+declare -A ALL_PORTS=([redis]=$REDIS_PORT [clickhouse]="$CH_HTTP_PORT $CH_TCP_PORT" [kafka]="$KAFKA_PORT $KAFKA_CONTROLLER_PORT")
 declare -A LOG=(
 	[redis]=$STATE/redis/redis.log
 	[clickhouse]=$STATE/clickhouse/log/clickhouse-server.log
@@ -109,7 +111,15 @@ launch() { # name logfile cmd... — start cmd detached, in its own session, rec
 			if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
 		done
 		exec "$@"' _ "$@" </dev/null >>"$out" 2>&1 &
-	printf '%s\n' "$!" >"$STATE/$name.pid"
+	local pid=$! i
+	printf '%s\n' "$pid" >"$STATE/$name.pid"
+	# Until the forked child has exec'd, its cmdline is this script's, and
+	# pid_of would take it for a dead server: wait for the exec (max 5s).
+	for ((i = 0; i < 100; i++)); do
+		ours "$name" && return 0
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.05
+	done
 }
 
 rotate() { # file — keep one previous copy
@@ -124,7 +134,7 @@ http_get() {
 		cat <&3' _ "$HOST" "$1" "$2" 2>/dev/null | tr -d '\r' | sed '1,/^$/d'
 }
 
-dpkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+dpkg_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == 'install ok installed' ]]; }
 
 cleanup_policy_rc_d() {
 	if ((POLICY_RC_D_OURS)) && grep -q 'sluice-testbed' "$POLICY_RC_D" 2>/dev/null; then
@@ -193,8 +203,16 @@ wait_ready() { # name timeout-seconds — polls ready_<name>; sets REASON on fai
 	return 1
 }
 
+any_port_open() { # name
+	local p
+	for p in ${ALL_PORTS[$1]}; do
+		port_open "$p" && return 0
+	done
+	return 1
+}
+
 stop_one() { # name
-	local name=$1 pid t
+	local name=$1 pid t t0=$SECONDS killed=0
 	if ! pid=$(pid_of "$name"); then
 		rm -f "$STATE/$name.pid"
 		return 0
@@ -202,17 +220,23 @@ stop_one() { # name
 	say "$name: stopping pid $pid"
 	kill -TERM "$pid" 2>/dev/null || true
 	t=$SECONDS
-	while kill -0 "$pid" 2>/dev/null && ours "$name"; do
+	# Done when the process is gone (or a zombie: pid_of fails) and its ports
+	# are closed, so that a start right after a stop cannot collide with it.
+	while ours "$name" || any_port_open "$name"; do
 		if ((SECONDS - t >= ${STOP_TIMEOUT[$name]})); then
+			if ((killed)); then
+				say "$name: WARNING: ports ${ALL_PORTS[$name]} still open after SIGKILL"
+				break
+			fi
 			say "$name: still running after ${STOP_TIMEOUT[$name]}s, sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.5
-			break
+			killed=1
+			t=$((SECONDS - ${STOP_TIMEOUT[$name]} + 5)) # 5s more for the kill
 		fi
 		sleep 0.2
 	done
 	rm -f "$STATE/$name.pid"
-	say "$name: stopped ($((SECONDS - t))s)"
+	say "$name: stopped ($((SECONDS - t0))s)"
 }
 
 # ---------------------------------------------------------------- redis
@@ -637,7 +661,11 @@ cmd_run() {
 	say "running: $*"
 	# CMD runs as a child we wait for, so a SIGTERM/SIGINT sent to this script
 	# is passed on to it at once and the EXIT trap still stops the servers.
-	"$@" <&0 &
+	if { true <&0; } 2>/dev/null; then
+		"$@" <&0 &
+	else # no stdin at all (closed fd 0)
+		"$@" </dev/null &
+	fi
 	child=$!
 	trap 'kill -TERM "$child" 2>/dev/null || true' TERM
 	trap 'kill -INT "$child" 2>/dev/null || true' INT
