@@ -91,11 +91,11 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, t Topics) error {
 	var errs []error
 	for _, spec := range t.Specs() {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, t.ReplicationFactor, spec.Configs, spec.Name)
-		if err != nil {
-			return fmt.Errorf("create topic %s: %w", spec.Name, err)
+		if err == nil {
+			err = resp.Err
 		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			errs = append(errs, fmt.Errorf("create topic %s: %w", spec.Name, resp.Err))
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", spec.Name, err))
 		}
 	}
 	return errors.Join(errs...)

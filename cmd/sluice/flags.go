@@ -1,0 +1,73 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// flagSet is a flag.FlagSet whose flags also read SLUICE_* environment
+// variables: --kafka-brokers falls back to SLUICE_KAFKA_BROKERS.
+type flagSet struct {
+	*flag.FlagSet
+}
+
+func newFlagSet(name string) flagSet {
+	return flagSet{flag.NewFlagSet(name, flag.ContinueOnError)}
+}
+
+// parse parses args after applying the environment to unset flags.
+func (fs flagSet) parse(args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "SLUICE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// logFlags are the logging flags every server command takes.
+type logFlags struct {
+	format *string
+	level  *string
+}
+
+func addLogFlags(fs flagSet) logFlags {
+	return logFlags{
+		format: fs.String("log-format", "text", "log format: text or json"),
+		level:  fs.String("log-level", "info", "log level: debug, info, warn or error"),
+	}
+}
+
+func (l logFlags) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch *l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not text or json", *l.format)
+	}
+}

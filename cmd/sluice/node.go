@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/delivery"
+	"github.com/sluicehq/sluice/log/eventlog"
+	"github.com/sluicehq/sluice/projections"
+	"github.com/sluicehq/sluice/tenancy"
+)
+
+// Roles a node can run.
+const (
+	roleAPI         = "api"
+	roleDelivery    = "delivery"
+	roleProjections = "projections"
+)
+
+var knownRoles = []string{roleAPI, roleDelivery, roleProjections}
+
+func parseRoles(s string) (map[string]bool, error) {
+	roles := make(map[string]bool)
+	for _, r := range strings.Split(s, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !slices.Contains(knownRoles, r) {
+			return nil, fmt.Errorf("--roles: unknown role %q (known: %s)", r, strings.Join(knownRoles, ", "))
+		}
+		roles[r] = true
+	}
+	if len(roles) == 0 {
+		return nil, fmt.Errorf("--roles: at least one of %s", strings.Join(knownRoles, ", "))
+	}
+	return roles, nil
+}
+
+// nodeConfig is everything a node needs, from flags or dev defaults.
+type nodeConfig struct {
+	Brokers   []string
+	KafkaOpts []kgo.Opt
+	Redis     redis.UniversalClient
+	Topics    eventlog.Topics
+	Roles     map[string]bool
+	// Listener serves the API when the api role runs.
+	Listener net.Listener
+	// NodeID makes transactional ids stable across restarts of this node.
+	NodeID string
+	Guard  delivery.Guard
+	Limits api.Limits
+	// DeliveryConcurrency is the in-flight deliveries per partition.
+	DeliveryConcurrency int
+	Logger              *slog.Logger
+}
+
+// node runs the roles of one process.
+type node struct {
+	cfg   nodeConfig
+	stops []func(context.Context) error // in start order
+	srv   *http.Server
+	serve chan error
+}
+
+// startNode starts the configured roles in dependency order: the tenant
+// directory, the log appender, projections, delivery, then the API.
+func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
+	n = &node{cfg: cfg, serve: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			n.stop(context.Background())
+		}
+	}()
+	log := cfg.Logger
+
+	dir, err := tenancy.NewDirectory(tenancy.Config{Brokers: cfg.Brokers, Topic: cfg.Topics.Config(), ClientOpts: cfg.KafkaOpts, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := dir.Start(ctx); err != nil {
+		_ = dir.Stop(ctx)
+		return nil, fmt.Errorf("fold tenants: %w", err)
+	}
+	n.stops = append(n.stops, dir.Stop)
+
+	store := projections.NewStore(cfg.Redis, projections.StoreConfig{Logger: log})
+	if cfg.Roles[roleProjections] {
+		proj, err := projections.NewProjector(store, projections.Config{
+			Brokers: cfg.Brokers, Topic: cfg.Topics.Events(), Group: cfg.Topics.Prefix + "projections",
+			ClientOpts: staticMember(cfg, "projections"), Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := proj.Start(ctx); err != nil {
+			return nil, fmt.Errorf("start projections: %w", err)
+		}
+		n.stops = append(n.stops, proj.Stop)
+	}
+
+	if cfg.Roles[roleDelivery] {
+		d, err := delivery.New(delivery.Config{
+			EventsTopic: cfg.Topics.Events(),
+			Secrets:     tenantSecrets{dir},
+			States:      store,
+			Guard:       cfg.Guard,
+			Logger:      log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		runner, err := eventlog.NewRunner(eventlog.RunnerConfig{
+			Brokers:         cfg.Brokers,
+			Group:           cfg.Topics.Prefix + "delivery",
+			Topics:          []string{cfg.Topics.Events()},
+			Handler:         d.Handle,
+			TransactionalID: cfg.Topics.Prefix + "delivery-" + cfg.NodeID,
+			MaxInFlight:     cfg.DeliveryConcurrency,
+			ClientOpts:      staticMember(cfg, "delivery"),
+			Logger:          log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := runner.Start(ctx); err != nil {
+			return nil, fmt.Errorf("start delivery: %w", err)
+		}
+		n.stops = append(n.stops, func(ctx context.Context) error {
+			err := runner.Stop(ctx)
+			d.Close()
+			return err
+		})
+	}
+
+	if cfg.Roles[roleAPI] {
+		if err := n.startAPI(dir, store); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error {
+	cfg := n.cfg
+	app, err := eventlog.NewAppender(eventlog.AppenderConfig{
+		Brokers:         cfg.Brokers,
+		TransactionalID: cfg.Topics.Prefix + "api-" + cfg.NodeID,
+		ClientOpts:      cfg.KafkaOpts,
+		Logger:          cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	n.stops = append(n.stops, func(context.Context) error { app.Close(); return nil })
+	adm := kadm.NewClient(app.Client())
+	h, err := api.NewHandler(api.Config{
+		Auth:        dir,
+		Log:         app,
+		Jobs:        store,
+		EventsTopic: cfg.Topics.Events(),
+		Limits:      cfg.Limits,
+		Ready: func(ctx context.Context) error {
+			if _, err := adm.ListBrokers(ctx); err != nil {
+				return fmt.Errorf("kafka: %w", err)
+			}
+			if err := cfg.Redis.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			return nil
+		},
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	n.srv = api.NewServer(h)
+	go func() { n.serve <- n.srv.Serve(cfg.Listener) }()
+	n.stops = append(n.stops, func(ctx context.Context) error {
+		if err := n.srv.Shutdown(ctx); err != nil {
+			return fmt.Errorf("shut down http server: %w", err)
+		}
+		return nil
+	})
+	return nil
+}
+
+// wait blocks until ctx ends or the HTTP server fails.
+func (n *node) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-n.serve:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve http: %w", err)
+	}
+}
+
+// stop stops the roles in reverse start order: the API stops taking
+// requests first, delivery drains, projections and tenants last.
+func (n *node) stop(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var errs []error
+	for i := len(n.stops) - 1; i >= 0; i-- {
+		if err := n.stops[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.stops = nil
+	return errors.Join(errs...)
+}
+
+// staticMember makes this node a static member of a role's consumer group
+// (KIP-345): a restarted node takes its partitions back at once instead of
+// waiting for the old member's session to time out.
+func staticMember(cfg nodeConfig, role string) []kgo.Opt {
+	return append(slices.Clip(cfg.KafkaOpts),
+		kgo.InstanceID(cfg.Topics.Prefix+role+"-"+cfg.NodeID),
+		kgo.SessionTimeout(15*time.Second),
+	)
+}
+
+// tenantSecrets gives delivery the tenants' signing secrets.
+type tenantSecrets struct{ dir *tenancy.Directory }
+
+func (s tenantSecrets) SigningSecret(tenantID string) (string, error) {
+	t, err := s.dir.Tenant(tenantID)
+	if err != nil {
+		return "", err
+	}
+	return t.SigningSecret, nil
+}
+
+func rolesString(roles map[string]bool) string {
+	var rs []string
+	for r := range roles {
+		rs = append(rs, r)
+	}
+	sort.Strings(rs)
+	return strings.Join(rs, ",")
+}

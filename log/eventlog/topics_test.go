@@ -1,0 +1,50 @@
+package eventlog_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/log/eventlog"
+	"github.com/sluicehq/sluice/log/eventlogtest"
+)
+
+func TestCreateTopicsIsIdempotent(t *testing.T) {
+	t.Parallel()
+	eventlogtest.Run(t, func(t *testing.T, c *eventlogtest.Cluster) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		adm := c.Admin(t)
+		// The cluster created them once already.
+		if err := eventlog.CreateTopics(ctx, adm, c.Topics); err != nil {
+			t.Fatalf("second CreateTopics: %v", err)
+		}
+		details, err := adm.ListTopics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, spec := range c.Topics.Specs() {
+			d, ok := details[spec.Name]
+			if !ok {
+				t.Errorf("topic %s missing", spec.Name)
+				continue
+			}
+			if got := int32(len(d.Partitions)); got != spec.Partitions {
+				t.Errorf("topic %s: %d partitions, want %d", spec.Name, got, spec.Partitions)
+			}
+		}
+		cfgs, err := adm.DescribeTopicConfigs(ctx, c.Topics.Config())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := cfgs.On(c.Topics.Config(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range rc.Configs {
+			if kv.Key == "cleanup.policy" && kv.MaybeValue() != "compact" {
+				t.Errorf("config topic cleanup.policy: got %s, want compact", kv.MaybeValue())
+			}
+		}
+	})
+}

@@ -1,0 +1,284 @@
+package projections
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/sluicehq/sluice/log/eventlog"
+	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// Results of fold.lua.
+const (
+	foldStale   = -1
+	foldSeen    = 0
+	foldApplied = 1
+	foldIgnored = 2
+	foldUnknown = 3
+)
+
+// call is one EVALSHA of foldScript.
+type call struct {
+	keys []string
+	args []any
+}
+
+// Apply folds recs, records of the events topic, into the read model and
+// advances the checkpoint of every partition in recs past its last record,
+// all in one MULTI/EXEC. Applying records again, in any order, changes
+// nothing. Records that cannot be decoded, of unknown types, or about jobs
+// that were never enqueued are skipped (and logged); they still count as
+// read. Apply returns ErrEpochChanged, having written nothing, when the
+// read model was reset since the store last wrote to it, and
+// ErrRebuilding while Rebuild runs.
+func (s *Store) Apply(ctx context.Context, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	tok, err := s.epochToken(ctx)
+	if err != nil {
+		return err
+	}
+	calls, folds := s.calls(ctx, tok, recs)
+	results, err := s.exec(ctx, calls)
+	if err != nil {
+		return err
+	}
+	return s.report(ctx, tok, results[:folds], results[folds:])
+}
+
+// calls turns recs into fold calls followed by one checkpoint call per
+// partition; folds is the number of fold calls.
+func (s *Store) calls(ctx context.Context, tok string, recs []*kgo.Record) (calls []call, folds int) {
+	type topicPartition struct {
+		topic     string
+		partition int32
+	}
+	next := make(map[topicPartition]int64)
+	calls = make([]call, 0, len(recs)+1)
+	for _, rec := range recs {
+		tp := topicPartition{rec.Topic, rec.Partition}
+		next[tp] = max(next[tp], rec.Offset+1)
+		if c, ok := s.foldCall(ctx, tok, rec); ok {
+			calls = append(calls, c)
+		}
+	}
+	folds = len(calls)
+	tps := slices.SortedFunc(maps.Keys(next), func(a, b topicPartition) int {
+		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+	})
+	for _, tp := range tps {
+		calls = append(calls, call{
+			keys: []string{s.keys.checkpoint(tp.topic, tp.partition), s.keys.epoch()},
+			args: []any{tok, "", strconv.Itoa(int(tp.partition)), strconv.FormatInt(next[tp], 10), "ckpt", "0"},
+		})
+	}
+	return calls, folds
+}
+
+// foldCall builds the call folding rec, or reports false for a record to
+// skip.
+func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call, bool) {
+	log := s.cfg.Logger.With("topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	ev, err := eventlog.DecodeEvent(rec)
+	if err != nil {
+		log.ErrorContext(ctx, "skip undecodable event", "error", err)
+		return call{}, false
+	}
+	if ev.TenantId == "" || ev.JobId == "" {
+		log.WarnContext(ctx, "skip event without tenant or job", "event_id", ev.EventId, "type", ev.Type)
+		return call{}, false
+	}
+	at := eventTime(ev, rec)
+	head := []any{tok, s.keys.tenant(ev.TenantId), strconv.Itoa(int(rec.Partition)), strconv.FormatInt(rec.Offset, 10)}
+	var tail []any
+	switch body := ev.Body.(type) {
+	case *eventv1.Event_JobEnqueued:
+		tail, err = enqueuedArgs(ev, body.JobEnqueued.GetSpec(), at)
+	case *eventv1.Event_JobAttempted:
+		tail = attemptedArgs(body.JobAttempted, at)
+	case *eventv1.Event_JobCancelled:
+		tail = []any{"cancelled", micros(at)}
+	default:
+		log.DebugContext(ctx, "skip event of unknown type", "event_id", ev.EventId, "type", ev.Type)
+		return call{}, false
+	}
+	if err != nil {
+		log.ErrorContext(ctx, "skip unencodable event", "event_id", ev.EventId, "error", err)
+		return call{}, false
+	}
+	return call{
+		keys: []string{s.keys.job(ev.TenantId, ev.JobId), s.keys.epoch()},
+		args: append(head, tail...),
+	}, true
+}
+
+// eventTime is when ev happened: its occurred_at, else the record's
+// timestamp.
+func eventTime(ev *eventv1.Event, rec *kgo.Record) time.Time {
+	if ev.OccurredAt != nil {
+		return ev.OccurredAt.AsTime()
+	}
+	return rec.Timestamp
+}
+
+// enqueuedArgs are fold.lua's arguments from ARGV[5] for a job.enqueued.
+func enqueuedArgs(ev *eventv1.Event, spec *eventv1.JobSpec, at time.Time) ([]any, error) {
+	created := at
+	if spec.GetCreatedAt() != nil {
+		created = spec.GetCreatedAt().AsTime()
+	}
+	state := sluicev1.JobState_JOB_STATE_READY
+	if spec.GetRunAt() != nil && spec.GetRunAt().AsTime().After(at) {
+		state = sluicev1.JobState_JOB_STATE_SCHEDULED
+	}
+	fields, err := jobFields(ev, spec, created)
+	if err != nil {
+		return nil, err
+	}
+	args := []any{"enqueued", micros(at), stateName(state), member(created, ev.JobId), escape(spec.GetQueue())}
+	return append(args, fields...), nil
+}
+
+// jobFields are the hash fields of a new job that no later event changes.
+func jobFields(ev *eventv1.Event, spec *eventv1.JobSpec, created time.Time) ([]any, error) {
+	f := []any{
+		"id", ev.JobId,
+		"tenant", ev.TenantId,
+		"queue", spec.GetQueue(),
+		"created_at", micros(created),
+		"max_attempts", strconv.Itoa(int(spec.GetMaxAttempts())),
+		"priority", strconv.Itoa(int(spec.GetPriority())),
+	}
+	add := func(name, value string) {
+		if value != "" {
+			f = append(f, name, value)
+		}
+	}
+	add("payload", string(spec.GetPayload()))
+	add("idempotency_key", spec.GetIdempotencyKey())
+	if spec.GetRunAt() != nil {
+		add("run_at", micros(spec.GetRunAt().AsTime()))
+	}
+	if spec.GetTimeout() != nil {
+		add("timeout", strconv.FormatInt(int64(spec.GetTimeout().AsDuration()), 10))
+	}
+	if t := spec.GetTarget(); t != nil {
+		b, err := protojson.Marshal(t)
+		if err != nil {
+			return nil, fmt.Errorf("encode target: %w", err)
+		}
+		add("target", string(b))
+	}
+	if p := spec.GetRetryPolicy(); p != nil {
+		b, err := protojson.Marshal(p)
+		if err != nil {
+			return nil, fmt.Errorf("encode retry policy: %w", err)
+		}
+		add("retry_policy", string(b))
+	}
+	if len(spec.GetHeaders()) > 0 {
+		b, err := json.Marshal(spec.GetHeaders())
+		if err != nil {
+			return nil, fmt.Errorf("encode headers: %w", err)
+		}
+		add("headers", string(b))
+	}
+	return f, nil
+}
+
+// attemptedArgs are fold.lua's arguments from ARGV[5] for a job.attempted.
+func attemptedArgs(a *eventv1.JobAttempted, at time.Time) []any {
+	to := ""
+	switch a.GetOutcome() {
+	case eventv1.Outcome_OUTCOME_SUCCEEDED:
+		to = stateName(sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	case eventv1.Outcome_OUTCOME_RETRY:
+		to = stateName(sluicev1.JobState_JOB_STATE_RETRYING)
+	case eventv1.Outcome_OUTCOME_DEAD:
+		to = stateName(sluicev1.JobState_JOB_STATE_DEAD)
+	}
+	next := ""
+	if a.GetNextAttemptAt() != nil {
+		next = micros(a.GetNextAttemptAt().AsTime())
+	}
+	return []any{
+		"attempted", micros(at), strconv.Itoa(int(a.GetAttempt())),
+		strconv.Itoa(int(a.GetStatusCode())), a.GetError(), to, next,
+	}
+}
+
+// micros formats t as Unix microseconds.
+func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
+
+// exec runs calls in one MULTI/EXEC and returns their results. The script
+// is loaded first; after NOSCRIPT (a restarted or flushed Redis) nothing
+// was written, and exec loads it and tries once more.
+func (s *Store) exec(ctx context.Context, calls []call) ([]int64, error) {
+	if err := s.loadScript(ctx, false); err != nil {
+		return nil, err
+	}
+	results, err := s.multi(ctx, calls)
+	if isNoScript(err) {
+		if err := s.loadScript(ctx, true); err != nil {
+			return nil, err
+		}
+		results, err = s.multi(ctx, calls)
+	}
+	return results, err
+}
+
+func (s *Store) multi(ctx context.Context, calls []call) ([]int64, error) {
+	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range calls {
+			p.EvalSha(ctx, foldScript.Hash(), c.keys, c.args...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply %d folds in one transaction: %w", len(calls), err)
+	}
+	results := make([]int64, 0, len(cmds))
+	for _, c := range cmds {
+		if ec, ok := c.(*redis.Cmd); ok {
+			n, err := ec.Int64()
+			if err != nil {
+				return nil, fmt.Errorf("read fold result: %w", err)
+			}
+			results = append(results, n)
+		}
+	}
+	return results, nil
+}
+
+// report logs what a transaction did, and turns a refused epoch into
+// ErrEpochChanged.
+func (s *Store) report(ctx context.Context, tok string, folds, checkpoints []int64) error {
+	var n [foldUnknown + 1]int
+	for _, r := range slices.Concat(folds, checkpoints) {
+		if r == foldStale {
+			s.forgetEpoch(tok)
+			return ErrEpochChanged
+		}
+	}
+	for _, r := range folds {
+		if r >= 0 && int(r) < len(n) {
+			n[r]++
+		}
+	}
+	s.cfg.Logger.DebugContext(ctx, "applied events",
+		"events", len(folds), "applied", n[foldApplied], "already_applied", n[foldSeen],
+		"ignored", n[foldIgnored], "unknown_job", n[foldUnknown], "partitions", len(checkpoints))
+	return nil
+}
