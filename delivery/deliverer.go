@@ -88,6 +88,7 @@ func (c Config) Validate() error {
 type Deliverer struct {
 	cfg    Config
 	poster *Poster
+	states *stateBatcher // nil without Config.States
 }
 
 // New returns a Deliverer.
@@ -96,11 +97,21 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now)}, nil
+	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now)}
+	if cfg.States != nil {
+		d.states = newStateBatcher(cfg.States, time.Millisecond, 512)
+	}
+	return d, nil
 }
 
-// Close releases the connection pool.
-func (d *Deliverer) Close() { d.poster.Close() }
+// Close stops the state lookups and releases the connection pool. Call it
+// after the runner using Handle has stopped.
+func (d *Deliverer) Close() {
+	if d.states != nil {
+		d.states.close()
+	}
+	d.poster.Close()
+}
 
 // Handle runs the job a job.enqueued record describes, if it has an HTTP
 // target and is due, and returns its job.attempted event. Other records
@@ -118,12 +129,12 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 	if spec.GetTarget().GetUrl() == "" {
 		return nil, nil // a worker job, or an endpoint target handled elsewhere
 	}
-	if d.cfg.States != nil {
-		states, err := d.cfg.States.JobStates(ctx, ev.TenantId, []string{ev.JobId})
+	if d.states != nil {
+		state, err := d.states.state(ctx, ev.TenantId, ev.JobId)
 		if err != nil {
 			return nil, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
 		}
-		if states[ev.JobId] == sluicev1.JobState_JOB_STATE_CANCELLED {
+		if state == sluicev1.JobState_JOB_STATE_CANCELLED {
 			return nil, nil
 		}
 	}

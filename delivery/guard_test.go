@@ -9,7 +9,7 @@ import (
 func TestGuard(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		addr                    string
+		addr                   string
 		strict, loopback, priv bool // allowed under each guard
 	}{
 		{"93.184.216.34", true, true, true},

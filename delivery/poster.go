@@ -51,8 +51,8 @@ func NewPoster(guard Guard, excerptMax int, now func() time.Time) *Poster {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: guard.control}
 	transport := &http.Transport{
 		DialContext:         dialer.DialContext,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 256,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   true,

@@ -94,15 +94,25 @@ func deletePrefix(t *testing.T, b *backend, prefix string) {
 	}
 }
 
-// flush empties the read model as a FLUSHALL would: miniredis, which
-// belongs to the test, is flushed for real.
+// flushPrefix deletes every key under a prefix at once, as FLUSHDB would.
+var flushPrefix = redis.NewScript(`
+for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
+  redis.call('DEL', key)
+end
+return 0`)
+
+// flush empties the read model at once, as FLUSHALL would: miniredis,
+// which belongs to the test, is flushed for real; in the shared real
+// Redis only the test's prefix is.
 func flush(t *testing.T, b *backend, prefix string) {
 	t.Helper()
 	if b.mini != nil {
 		b.mini.FlushAll()
 		return
 	}
-	deletePrefix(t, b, prefix)
+	if err := flushPrefix.Run(context.Background(), b.rdb, nil, prefix+"*").Err(); err != nil {
+		t.Fatalf("flush %s*: %v", prefix, err)
+	}
 }
 
 func scanKeys(t *testing.T, b *backend, prefix string) []string {

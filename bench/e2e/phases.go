@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,7 +89,11 @@ func (e *env) waitSucceeded(ctx context.Context, queue string, n int, within tim
 func sluicePhases(ctx context.Context, want map[string]bool) []row {
 	key := tenancy.NewKey()
 	prefix := fmt.Sprintf("bench%d.", time.Now().UnixNano())
-	proc := startSluice(prefix, "api,delivery,projections", key)
+	var extra []string
+	if *cpuProfile != "" {
+		extra = append(extra, "--debug-addr", "127.0.0.1:6061")
+	}
+	proc := startSluice(prefix, "api,delivery,projections", key, extra...)
 	defer proc.stop()
 	recv := startReceiver()
 	e := newEnv(proc, key, recv)
@@ -95,7 +101,9 @@ func sluicePhases(ctx context.Context, want map[string]bool) []row {
 	peak := &rssSampler{proc: proc}
 	peak.start()
 	if want["batch"] {
+		stopProfile := profile(*cpuProfile, "http://127.0.0.1:6061")
 		rows = append(rows, e.batchPhase(ctx))
+		stopProfile()
 	}
 	if want["single"] {
 		rows = append(rows, e.singlePhase(ctx))
@@ -210,6 +218,7 @@ func (e *env) latencyPhase(ctx context.Context) []row {
 			t0 := time.Now()
 			if _, err := e.client.Enqueue(ctx, connect.NewRequest(e.job(queue, i))); err != nil {
 				acks[i] = -1
+				logf("Enqueue: %v", err)
 				return
 			}
 			acks[i] = time.Since(t0).Nanoseconds()
@@ -218,6 +227,9 @@ func (e *env) latencyPhase(ctx context.Context) []row {
 	wg.Wait()
 	offered := float64(n) / time.Since(start).Seconds()
 	ok := rec.wait(time.Minute)
+	if !ok {
+		logf("latency: %d of %d delivered after a minute", rec.received.Load(), n)
+	}
 	ackP50, ackP99 := percentiles(acks[warm:])
 	delP50, delP99 := rec.percentiles(warm)
 	logf("latency: offered %.0f/s (%d sends >5ms late), delivered all=%v", offered, late, ok)
@@ -293,4 +305,27 @@ func (s *rssSampler) stop() float64 {
 	close(s.quit)
 	<-s.done
 	return s.peak
+}
+
+// profile fetches a CPU profile of the server into path while the phase
+// runs; the returned func waits for it.
+func profile(path, base string) func() {
+	if path == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(base + "/debug/pprof/profile?seconds=6")
+		if err != nil {
+			logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		check(err)
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
 }

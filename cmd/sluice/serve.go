@@ -57,6 +57,7 @@ func runServe(ctx context.Context, args []string) error {
 	allowPrivate := fs.Bool("allow-private-targets", false, "let deliveries reach private and link-local addresses")
 	maxPayload := fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted")
 	concurrency := fs.Int("delivery-concurrency", 128, "deliveries in flight per partition")
+	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	bootstrapKey := fs.String("bootstrap-api-key", "", "make sure this API key exists, creating a tenant for it when it does not")
 	_ = fs.String("clickhouse-dsn", "", "ClickHouse for the audit trail (analytics role; not in this build)")
 	logs := addLogFlags(fs)
@@ -87,6 +88,13 @@ func runServe(ctx context.Context, args []string) error {
 		if err := createTopics(ctx, kafka.brokerList(), topics); err != nil {
 			return err
 		}
+	}
+	if *debugAddr != "" {
+		stop, err := serveDebug(*debugAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if *bootstrapKey != "" {
 		dir, err := tenancy.NewDirectory(tenancy.Config{Brokers: kafka.brokerList(), Topic: topics.Config(), Logger: logger})

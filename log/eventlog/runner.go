@@ -148,6 +148,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		kgo.RetryBackoffFn(retryBackoff),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
