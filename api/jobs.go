@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/projections"
+	"github.com/sluicehq/sluice/retrytiers/delayline"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -36,7 +37,7 @@ type JobStore interface {
 type JobService struct {
 	log    Appender
 	store  JobStore
-	topic  string
+	topics eventlog.Topics
 	limits Limits
 	now    func() time.Time
 	logger *slog.Logger
@@ -52,11 +53,16 @@ func (s *JobService) Enqueue(ctx context.Context, req *connect.Request[sluicev1.
 	if cerr != nil {
 		return nil, cerr
 	}
-	ev, rec, err := s.enqueuedEvent(p.TenantID, p.KeyID, spec, now)
+	ev, recs, err := s.enqueuedRecords(p.TenantID, p.KeyID, spec, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.log.Append(ctx, rec); err != nil {
+	if len(recs) == 1 {
+		err = s.log.Append(ctx, recs...)
+	} else {
+		err = s.log.AppendAtomic(ctx, recs)
+	}
+	if err != nil {
 		return nil, s.unavailable(ctx, "append job.enqueued", err)
 	}
 	return connect.NewResponse(&sluicev1.EnqueueResponse{Job: jobFromSpec(ev.JobId, spec, req.Msg.Payload, now), Created: true}), nil
@@ -73,18 +79,18 @@ func (s *JobService) EnqueueBatch(ctx context.Context, req *connect.Request[slui
 	case len(jobs) > s.limits.MaxBatch:
 		return nil, fieldError(connect.CodeInvalidArgument, "jobs", "%d jobs, at most %d per batch", len(jobs), s.limits.MaxBatch)
 	}
-	recs := make([]*kgo.Record, len(jobs))
+	recs := make([]*kgo.Record, 0, len(jobs))
 	resp := &sluicev1.EnqueueBatchResponse{Results: make([]*sluicev1.EnqueueResponse, len(jobs))}
 	for i, j := range jobs {
 		spec, cerr := s.limits.jobSpec(j, fmt.Sprintf("jobs[%d].", i), now)
 		if cerr != nil {
 			return nil, cerr
 		}
-		ev, rec, err := s.enqueuedEvent(p.TenantID, p.KeyID, spec, now)
+		ev, jobRecs, err := s.enqueuedRecords(p.TenantID, p.KeyID, spec, now)
 		if err != nil {
 			return nil, err
 		}
-		recs[i] = rec
+		recs = append(recs, jobRecs...)
 		resp.Results[i] = &sluicev1.EnqueueResponse{Job: jobFromSpec(ev.JobId, spec, j.Payload, now), Created: true}
 	}
 	if err := s.log.AppendAtomic(ctx, recs); err != nil {
@@ -140,7 +146,7 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[sluicev
 			fmt.Errorf("id: job %s is %s and cannot be cancelled", job.Id, job.State))
 	}
 	now := s.now()
-	rec, err := eventlog.EncodeEvent(s.topic, eventlog.NewEvent(eventlog.Meta{
+	rec, err := eventlog.EncodeEvent(s.topics.Events(), eventlog.NewEvent(eventlog.Meta{
 		TenantID: p.TenantID, JobID: job.Id, OccurredAt: now,
 		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_API_KEY, Id: p.KeyID},
 	}, &eventv1.JobCancelled{Reason: "cancelled by API"}))
@@ -175,18 +181,32 @@ func (s *JobService) job(ctx context.Context, id string) (*sluicev1.Job, error) 
 	return job, nil
 }
 
-func (s *JobService) enqueuedEvent(tenantID, keyID string, spec *eventv1.JobSpec, now time.Time) (*eventv1.Event, *kgo.Record, error) {
-	ev := eventlog.NewEvent(eventlog.Meta{
+// enqueuedRecords returns a new job's job.enqueued event and the records
+// to append: the event, and for a job with a runAt to come the timer that
+// makes it ready then.
+func (s *JobService) enqueuedRecords(tenantID, keyID string, spec *eventv1.JobSpec, now time.Time) (*eventv1.Event, []*kgo.Record, error) {
+	meta := eventlog.Meta{
 		TenantID:   tenantID,
 		JobID:      eventlog.NewID(),
 		OccurredAt: now,
 		Actor:      &eventv1.Actor{Kind: eventv1.Actor_KIND_API_KEY, Id: keyID},
-	}, &eventv1.JobEnqueued{Spec: spec})
-	rec, err := eventlog.EncodeEvent(s.topic, ev)
+	}
+	ev := eventlog.NewEvent(meta, &eventv1.JobEnqueued{Spec: spec})
+	rec, err := eventlog.EncodeEvent(s.topics.Events(), ev)
 	if err != nil {
 		return nil, nil, connect.NewError(connect.CodeInternal, err)
 	}
-	return ev, rec, nil
+	recs := []*kgo.Record{rec}
+	if runAt := spec.GetRunAt(); runAt != nil && runAt.AsTime().After(now) {
+		meta.EventID, meta.CausationID = "", ev.EventId
+		ready := eventlog.NewEvent(meta, &eventv1.JobReady{Attempt: 1, Spec: spec})
+		timer, err := delayline.Schedule(s.topics, ready, runAt.AsTime(), now)
+		if err != nil {
+			return nil, nil, connect.NewError(connect.CodeInternal, err)
+		}
+		recs = append(recs, timer)
+	}
+	return ev, recs, nil
 }
 
 // unavailable logs err and answers without leaking internals: the request

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
@@ -20,8 +21,8 @@ type Config struct {
 	Log Appender
 	// Jobs reads job state. Required.
 	Jobs JobStore
-	// EventsTopic is where job events go. Required.
-	EventsTopic string
+	// Topics names where events and timers go. Required.
+	Topics eventlog.Topics
 	// Limits on requests; zero fields take their defaults.
 	Limits Limits
 	// Ready reports whether the node can serve (Kafka reachable, roles
@@ -45,8 +46,8 @@ func (c Config) Validate() error {
 	if c.Jobs == nil {
 		errs = append(errs, errors.New("api: Config.Jobs: required"))
 	}
-	if c.EventsTopic == "" {
-		errs = append(errs, errors.New("api: Config.EventsTopic: required"))
+	if c.Topics.Prefix == "" {
+		errs = append(errs, errors.New("api: Config.Topics: required"))
 	}
 	return errors.Join(errs...)
 }
@@ -73,7 +74,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&JobService{
-		log: cfg.Log, store: cfg.Jobs, topic: cfg.EventsTopic,
+		log: cfg.Log, store: cfg.Jobs, topics: cfg.Topics,
 		limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger,
 	}, opts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -5,13 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/log/eventlog"
+	"github.com/sluicehq/sluice/retrytiers"
+	"github.com/sluicehq/sluice/retrytiers/delayline"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -29,8 +34,8 @@ type SecretSource interface {
 
 // Config configures a Deliverer.
 type Config struct {
-	// EventsTopic receives the attempt events. Required.
-	EventsTopic string
+	// Topics names the events, delay-line and dead-letter topics.
+	Topics eventlog.Topics
 	// Secrets resolves tenants' signing secrets. Required.
 	Secrets SecretSource
 	// States, when set, lets delivery skip cancelled jobs.
@@ -74,8 +79,8 @@ func (c Config) WithDefaults() Config {
 // Validate reports every problem with c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.EventsTopic == "" {
-		errs = append(errs, errors.New("delivery: Config.EventsTopic: required"))
+	if c.Topics.Prefix == "" {
+		errs = append(errs, errors.New("delivery: Config.Topics: required"))
 	}
 	if c.Secrets == nil {
 		errs = append(errs, errors.New("delivery: Config.Secrets: required"))
@@ -113,11 +118,13 @@ func (d *Deliverer) Close() {
 	d.poster.Close()
 }
 
-// Handle runs the job a job.enqueued record describes, if it has an HTTP
-// target and is due, and returns its job.attempted event. Other records
-// produce nothing.
+// Handle runs the attempt a job.enqueued or job.ready record asks for, if
+// the job has an HTTP target, and returns the attempt's job.attempted
+// event with what follows it: a timer for the next attempt or a dead
+// letter. Other records produce nothing.
 func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, error) {
-	if eventlog.RecordType(rec) != eventlog.TypeJobEnqueued {
+	typ := eventlog.RecordType(rec)
+	if typ != eventlog.TypeJobEnqueued && typ != eventlog.TypeJobReady {
 		return nil, nil
 	}
 	ev, err := eventlog.DecodeEvent(rec)
@@ -125,9 +132,9 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 		d.cfg.Logger.ErrorContext(ctx, "skip undecodable record", "offset", rec.Offset, "partition", rec.Partition, "error", err)
 		return nil, nil
 	}
-	spec := ev.GetJobEnqueued().GetSpec()
-	if spec.GetTarget().GetUrl() == "" {
-		return nil, nil // a worker job, or an endpoint target handled elsewhere
+	run, ok := d.runFor(ev)
+	if !ok {
+		return nil, nil
 	}
 	if d.states != nil {
 		state, err := d.states.state(ctx, ev.TenantId, ev.JobId)
@@ -146,33 +153,115 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 	if err != nil {
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)
 	}
-	const attempt = 1
 	started := d.cfg.Now()
 	res := d.poster.Post(ctx, Request{
-		URL:     spec.GetTarget().GetUrl(),
+		URL:     run.spec.GetTarget().GetUrl(),
 		ID:      ev.JobId,
-		Body:    spec.Payload,
-		Headers: spec.Headers,
+		Body:    run.spec.Payload,
+		Headers: run.spec.Headers,
 		Signer:  signer,
-		Timeout: d.timeout(spec),
+		Timeout: d.timeout(run.spec),
 	})
 	if ctx.Err() != nil {
 		return nil, ctx.Err() // stopping: the attempt is repeated by the next owner
 	}
-	out, err := eventlog.EncodeEvent(d.cfg.EventsTopic, eventlog.NewEvent(eventlog.Meta{
-		TenantID:    ev.TenantId,
-		JobID:       ev.JobId,
-		EventID:     eventlog.DeriveID(rec, 0),
-		CausationID: ev.EventId,
-		Actor:       &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "delivery"},
-		OccurredAt:  d.cfg.Now(),
-	}, attemptEvent(attempt, started, res)))
+	d.cfg.Logger.DebugContext(ctx, "delivered", "job_id", ev.JobId, "attempt", run.attempt,
+		"status_code", res.StatusCode, "latency", res.Latency, "error", res.Err)
+	return d.outcome(rec, ev, run, started, res)
+}
+
+// run is one attempt to make.
+type run struct {
+	attempt int32
+	spec    *eventv1.JobSpec
+	history []*eventv1.JobAttempted
+}
+
+// runFor reads the attempt an event asks for. A job.enqueued with a runAt
+// still to come is left to its timer.
+func (d *Deliverer) runFor(ev *eventv1.Event) (run, bool) {
+	var r run
+	switch b := ev.Body.(type) {
+	case *eventv1.Event_JobEnqueued:
+		r = run{attempt: 1, spec: b.JobEnqueued.GetSpec()}
+		if at := r.spec.GetRunAt(); at != nil && at.AsTime().After(ev.OccurredAt.AsTime()) {
+			return run{}, false
+		}
+	case *eventv1.Event_JobReady:
+		r = run{attempt: b.JobReady.Attempt, spec: b.JobReady.GetSpec(), history: b.JobReady.History}
+	default:
+		return run{}, false
+	}
+	// Jobs without a URL wait for a worker (or an endpoint fan-out).
+	return r, r.spec.GetTarget().GetUrl() != ""
+}
+
+// outcome builds the records that end an attempt, in the order they are
+// written: the attempt event, then the timer of the next attempt or the
+// dead letter.
+func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started time.Time, res Result) ([]*kgo.Record, error) {
+	now := d.cfg.Now()
+	attempt := attemptEvent(r.attempt, started, res)
+	meta := func(n int) eventlog.Meta {
+		return eventlog.Meta{
+			TenantID: ev.TenantId, JobID: ev.JobId, EventID: eventlog.DeriveID(rec, n),
+			CausationID: ev.EventId, OccurredAt: now,
+			Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "delivery"},
+		}
+	}
+	var follow *kgo.Record
+	if !res.OK() {
+		decision := retrytiers.ForJob(r.spec).Decide(int(r.attempt), failureOf(res), now, rand.Float64)
+		if errors.Is(res.Err, ErrForbiddenAddress) {
+			decision = retrytiers.Decision{Dead: true, Reason: "permanent failure: " + res.Err.Error()}
+		}
+		var err error
+		if decision.Dead {
+			attempt.Outcome, attempt.Reason = eventv1.Outcome_OUTCOME_DEAD, decision.Reason
+			follow, err = d.deadLetter(ev, r, attempt, now)
+		} else {
+			due := now.Add(decision.Wait)
+			attempt.Outcome, attempt.NextAttemptAt = eventv1.Outcome_OUTCOME_RETRY, timestamppb.New(due)
+			next := eventlog.NewEvent(meta(1), &eventv1.JobReady{
+				Attempt: r.attempt + 1, Spec: r.spec, History: append(slices.Clip(r.history), attempt),
+			})
+			follow, err = delayline.Schedule(d.cfg.Topics, next, due, now)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	out, err := eventlog.EncodeEvent(d.cfg.Topics.Events(), eventlog.NewEvent(meta(0), attempt))
 	if err != nil {
 		return nil, err
 	}
-	d.cfg.Logger.DebugContext(ctx, "delivered", "job_id", ev.JobId, "attempt", attempt,
-		"status_code", res.StatusCode, "latency", res.Latency, "error", res.Err)
-	return []*kgo.Record{out}, nil
+	if follow == nil {
+		return []*kgo.Record{out}, nil
+	}
+	return []*kgo.Record{out, follow}, nil
+}
+
+// deadLetter is the sluice.dlq record of a job that ends here.
+func (d *Deliverer) deadLetter(ev *eventv1.Event, r run, last *eventv1.JobAttempted, now time.Time) (*kgo.Record, error) {
+	dl := &eventv1.DeadLetter{
+		TenantId: ev.TenantId, JobId: ev.JobId, Spec: r.spec,
+		Attempts: append(slices.Clip(r.history), last),
+		Reason:   last.Reason, DiedAt: timestamppb.New(now),
+	}
+	value, err := proto.Marshal(dl)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter of job %s: %w", ev.JobId, err)
+	}
+	return &kgo.Record{Topic: d.cfg.Topics.DLQ(), Key: []byte(ev.JobId), Value: value}, nil
+}
+
+// failureOf classifies a failed attempt for the retry policy.
+func failureOf(res Result) retrytiers.Failure {
+	return retrytiers.Failure{
+		StatusCode: res.StatusCode,
+		Timeout:    errors.Is(res.Err, context.DeadlineExceeded),
+		RetryAfter: res.ResponseHeaders["Retry-After"],
+	}
 }
 
 func (d *Deliverer) timeout(spec *eventv1.JobSpec) time.Duration {
@@ -182,7 +271,8 @@ func (d *Deliverer) timeout(spec *eventv1.JobSpec) time.Duration {
 	return d.cfg.DefaultTimeout
 }
 
-// attemptEvent describes one attempt and its consequence.
+// attemptEvent describes one attempt; for a failure the caller sets the
+// outcome.
 func attemptEvent(attempt int32, started time.Time, res Result) *eventv1.JobAttempted {
 	ev := &eventv1.JobAttempted{
 		Attempt:         attempt,
@@ -197,12 +287,8 @@ func attemptEvent(attempt int32, started time.Time, res Result) *eventv1.JobAtte
 		ev.Outcome = eventv1.Outcome_OUTCOME_SUCCEEDED
 	case res.Err != nil:
 		ev.Error = res.Err.Error()
-		ev.Outcome = eventv1.Outcome_OUTCOME_DEAD
-		ev.Reason = "attempt failed: " + ev.Error
 	default:
 		ev.Error = fmt.Sprintf("HTTP %d", res.StatusCode)
-		ev.Outcome = eventv1.Outcome_OUTCOME_DEAD
-		ev.Reason = "attempt failed: " + ev.Error
 	}
 	return ev
 }

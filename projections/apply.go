@@ -108,6 +108,8 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 		tail, err = enqueuedArgs(ev, body.JobEnqueued.GetSpec(), at)
 	case *eventv1.Event_JobAttempted:
 		tail = attemptedArgs(body.JobAttempted, at)
+	case *eventv1.Event_JobReady:
+		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt()))}
 	case *eventv1.Event_JobCancelled:
 		tail = []any{"cancelled", micros(at)}
 	default:
@@ -161,42 +163,48 @@ func jobFields(ev *eventv1.Event, spec *eventv1.JobSpec, created time.Time) ([]a
 		"max_attempts", strconv.Itoa(int(spec.GetMaxAttempts())),
 		"priority", strconv.Itoa(int(spec.GetPriority())),
 	}
-	add := func(name, value string) {
+	if spec.GetRunAt() != nil {
+		f = append(f, "run_at", micros(spec.GetRunAt().AsTime()))
+	}
+	if spec.GetTimeout() != nil {
+		f = append(f, "timeout", strconv.FormatInt(int64(spec.GetTimeout().AsDuration()), 10))
+	}
+	encoded, err := encodedFields(spec)
+	if err != nil {
+		return nil, err
+	}
+	for name, value := range encoded {
 		if value != "" {
 			f = append(f, name, value)
 		}
 	}
-	add("payload", string(spec.GetPayload()))
-	add("idempotency_key", spec.GetIdempotencyKey())
-	if spec.GetRunAt() != nil {
-		add("run_at", micros(spec.GetRunAt().AsTime()))
+	return f, nil
+}
+
+// encodedFields are the job's optional fields that are stored as text:
+// the payload as it came, messages as protojson, headers as JSON.
+func encodedFields(spec *eventv1.JobSpec) (map[string]string, error) {
+	f := map[string]string{
+		"payload":         string(spec.GetPayload()),
+		"idempotency_key": spec.GetIdempotencyKey(),
 	}
-	if spec.GetTimeout() != nil {
-		add("timeout", strconv.FormatInt(int64(spec.GetTimeout().AsDuration()), 10))
-	}
+	var err error
 	if t := spec.GetTarget(); t != nil {
-		b, err := protojson.Marshal(t)
-		if err != nil {
-			return nil, fmt.Errorf("encode target: %w", err)
-		}
-		add("target", string(b))
+		f["target"], err = marshalText(protojson.Marshal(t))
 	}
-	if p := spec.GetRetryPolicy(); p != nil {
-		b, err := protojson.Marshal(p)
-		if err != nil {
-			return nil, fmt.Errorf("encode retry policy: %w", err)
-		}
-		add("retry_policy", string(b))
+	if p := spec.GetRetryPolicy(); p != nil && err == nil {
+		f["retry_policy"], err = marshalText(protojson.Marshal(p))
 	}
-	if len(spec.GetHeaders()) > 0 {
-		b, err := json.Marshal(spec.GetHeaders())
-		if err != nil {
-			return nil, fmt.Errorf("encode headers: %w", err)
-		}
-		add("headers", string(b))
+	if h := spec.GetHeaders(); len(h) > 0 && err == nil {
+		f["headers"], err = marshalText(json.Marshal(h))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encode job spec: %w", err)
 	}
 	return f, nil
 }
+
+func marshalText(b []byte, err error) (string, error) { return string(b), err }
 
 // attemptedArgs are fold.lua's arguments from ARGV[5] for a job.attempted.
 func attemptedArgs(a *eventv1.JobAttempted, at time.Time) []any {

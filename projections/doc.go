@@ -12,6 +12,18 @@
 // that offset, and the folds themselves ignore duplicate events at later
 // offsets, so applying any record again changes nothing.
 //
+// # Folds
+//
+// job.enqueued creates the job (scheduled when its runAt is after the
+// event, else ready); a second one is ignored. job.attempted for an
+// attempt above the stored one records it (attempt, last status and
+// error) and moves the job to succeeded, retrying or dead by its outcome;
+// a cancelled job records it but stays cancelled. job.ready for an attempt
+// above the stored one makes a scheduled or retrying job ready.
+// job.cancelled cancels a job not yet succeeded, dead or cancelled.
+// Succeeded and dead jobs never change. Events about jobs never enqueued
+// and events of unknown types are skipped.
+//
 // Redis can be flushed, or emptied with Store.Rebuild, at any time: every
 // write carries the read model's epoch token, a write with a stale token is
 // refused as a whole (ErrEpochChanged), and the Projector then rejoins its

@@ -20,10 +20,13 @@ var ErrRebuilding = errors.New("projections: read model is being rebuilt")
 // FieldError is a bad query argument. Field is the argument's protobuf
 // JSON name ("pageToken"), so API handlers can name it to the client.
 type FieldError struct {
-	Field  string
+	// Field names the argument: "pageSize", "pageToken", "state".
+	Field string
+	// Reason says what is wrong with it, fit for the client.
 	Reason string
 }
 
+// Error implements error.
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("projections: invalid %s: %s", e.Field, e.Reason)
 }

@@ -69,3 +69,7 @@ func (l *partitionLog) records(t *testing.T, evs ...*eventv1.Event) []*kgo.Recor
 }
 
 func timestampAt(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+func ready(tenant, job string, attempt int32, at time.Time) *eventv1.Event {
+	return eventlog.NewEvent(eventlog.Meta{TenantID: tenant, JobID: job, OccurredAt: at}, &eventv1.JobReady{Attempt: attempt})
+}

@@ -9,12 +9,13 @@
 -- ARGV[2]  the tenant's key base, "{prefix}t:{tenant}:"
 -- ARGV[3]  source partition
 -- ARGV[4]  source offset; for "ckpt" the next offset to read
--- ARGV[5]  kind: "enqueued", "attempted", "cancelled" or "ckpt"
+-- ARGV[5]  kind: "enqueued", "attempted", "ready", "cancelled" or "ckpt"
 -- ARGV[6]  occurred-at, Unix microseconds
 -- enqueued:  ARGV[7] state, ARGV[8] member, ARGV[9] escaped queue,
 --            ARGV[10..] field/value pairs of the job
 -- attempted: ARGV[7] attempt, ARGV[8] status code, ARGV[9] error,
 --            ARGV[10] new state ("" for none), ARGV[11] next attempt at
+-- ready:     ARGV[7] the attempt about to run
 --
 -- Returns 1 applied, 0 already applied (offset guard), 2 ignored by a fold
 -- rule, 3 unknown job, -1 stale epoch.
@@ -108,6 +109,16 @@ if kind == 'attempted' then
     redis.call('HDEL', key, 'next_attempt_at')
   end
   move(state, to)
+  return APPLIED
+end
+
+if kind == 'ready' then
+  if tonumber(ARGV[7]) <= tonumber(cur[4]) or state == 'ready' or final(state) then
+    return IGNORED
+  end
+  redis.call('HSET', key, 'partition', part, 'offset', off, 'state', 'ready', 'updated_at', at)
+  redis.call('HDEL', key, 'next_attempt_at')
+  move(state, 'ready')
   return APPLIED
 end
 

@@ -199,6 +199,53 @@ var foldCases = []foldCase{
 		state: sluicev1.JobState_JOB_STATE_READY,
 	},
 	{
+		name: "retry then ready",
+		events: func(at func(int) time.Time) []*eventv1.Event {
+			return []*eventv1.Event{
+				enqueued(tenant, job, queue, at(0)),
+				attempted(tenant, job, 1, retry, 503, at(1)),
+				ready(tenant, job, 2, at(2)),
+			}
+		},
+		state: sluicev1.JobState_JOB_STATE_READY, attempt: 1, status: 503, lastErr: "HTTP 503",
+	},
+	{
+		name: "a duplicate ready after the attempt it started is ignored",
+		events: func(at func(int) time.Time) []*eventv1.Event {
+			again := ready(tenant, job, 2, at(2))
+			return []*eventv1.Event{
+				enqueued(tenant, job, queue, at(0)),
+				attempted(tenant, job, 1, retry, 503, at(1)),
+				again,
+				attempted(tenant, job, 2, retry, 504, at(3)),
+				again,
+				ready(tenant, job, 1, at(4)),
+			}
+		},
+		state: sluicev1.JobState_JOB_STATE_RETRYING, attempt: 2, status: 504, lastErr: "HTTP 504", nextAt: true,
+	},
+	{
+		name: "scheduled then ready then succeeded",
+		events: func(at func(int) time.Time) []*eventv1.Event {
+			ev := enqueued(tenant, job, queue, at(0))
+			ev.GetJobEnqueued().Spec.RunAt = timestampAt(at(0).Add(time.Hour))
+			return []*eventv1.Event{ev, ready(tenant, job, 1, at(1)), attempted(tenant, job, 1, succeeded, 200, at(2))}
+		},
+		state: sluicev1.JobState_JOB_STATE_SUCCEEDED, attempt: 1, status: 200,
+	},
+	{
+		name: "ready after cancel is ignored",
+		events: func(at func(int) time.Time) []*eventv1.Event {
+			return []*eventv1.Event{
+				enqueued(tenant, job, queue, at(0)),
+				attempted(tenant, job, 1, retry, 500, at(1)),
+				cancelled(tenant, job, at(2)),
+				ready(tenant, job, 2, at(3)),
+			}
+		},
+		state: sluicev1.JobState_JOB_STATE_CANCELLED, attempt: 1, status: 500, lastErr: "HTTP 500",
+	},
+	{
 		name: "events of a job never enqueued are ignored",
 		events: func(at func(int) time.Time) []*eventv1.Event {
 			return []*eventv1.Event{

@@ -102,8 +102,11 @@ func NewProjector(store *Store, cfg Config) (*Projector, error) {
 
 // Start joins the group and begins consuming in the background; it
 // returns once the consumer runs. ctx's values reach the consumer, its
-// cancellation does not: Stop ends it.
+// cancellation does not: Stop ends it. A Projector starts once.
 func (p *Projector) Start(ctx context.Context) error {
+	if p.cancelPoll != nil {
+		return errors.New("projections: Projector started twice")
+	}
 	cl, err := p.newClient()
 	if err != nil {
 		return err

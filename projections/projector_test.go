@@ -2,7 +2,9 @@ package projections_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +21,7 @@ func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	err := projections.Config{MaxBatch: -1}.WithDefaults().Validate()
 	for _, field := range []string{"Brokers", "Topic", "MaxBatch"} {
-		if err == nil || !containsString(err.Error(), "Config."+field) {
+		if err == nil || !strings.Contains(err.Error(), "Config."+field) {
 			t.Errorf("Validate() = %v; want an error naming Config.%s", err, field)
 		}
 	}
@@ -28,34 +30,32 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func containsString(s, sub string) bool {
-	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || containsString(s[1:], sub))
-}
-
-// e2eJobs is a history of several jobs and the state each ends in.
+// e2eJobs is a history of several jobs of one tenant and the state each
+// ends in.
 type e2eJobs struct {
+	tenant  string
 	batches [][]*eventv1.Event
 	want    map[string]sluicev1.JobState
 }
 
-func newE2EJobs() *e2eJobs {
-	j := &e2eJobs{want: map[string]sluicev1.JobState{}}
+func newE2EJobs(tenant string) *e2eJobs {
+	j := &e2eJobs{tenant: tenant, want: map[string]sluicev1.JobState{}}
 	var enq, outcomes []*eventv1.Event
 	for i := range 24 {
 		id := fmt.Sprintf("job-%02d", i)
 		at := t0.Add(time.Duration(i) * time.Second)
-		enq = append(enq, enqueued("acme", id, "emails", at))
+		enq = append(enq, enqueued(tenant, id, "emails", at))
 		switch i % 4 {
 		case 0:
 			j.want[id] = sluicev1.JobState_JOB_STATE_READY
 		case 1:
-			outcomes = append(outcomes, attempted("acme", id, 1, retry, 500, at), attempted("acme", id, 2, succeeded, 200, at))
+			outcomes = append(outcomes, attempted(tenant, id, 1, retry, 500, at), attempted(tenant, id, 2, succeeded, 200, at))
 			j.want[id] = sluicev1.JobState_JOB_STATE_SUCCEEDED
 		case 2:
-			outcomes = append(outcomes, cancelled("acme", id, at), attempted("acme", id, 1, succeeded, 200, at))
+			outcomes = append(outcomes, cancelled(tenant, id, at), attempted(tenant, id, 1, succeeded, 200, at))
 			j.want[id] = sluicev1.JobState_JOB_STATE_CANCELLED
 		case 3:
-			outcomes = append(outcomes, attempted("acme", id, 1, dead, 410, at))
+			outcomes = append(outcomes, attempted(tenant, id, 1, dead, 410, at))
 			j.want[id] = sluicev1.JobState_JOB_STATE_DEAD
 		}
 	}
@@ -73,7 +73,8 @@ func TestProjector(t *testing.T) {
 func testProjector(t *testing.T, c *eventlogtest.Cluster, b *backend) {
 	ctx := context.Background()
 	store, prefix := newStore(t, b)
-	jobs := newE2EJobs()
+	// The Redis backends share the cluster: each folds its own tenant.
+	jobs := newE2EJobs("tenant-" + b.name)
 	app, err := eventlog.NewAppender(eventlog.AppenderConfig{Brokers: c.Brokers, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("NewAppender: %v", err)
@@ -94,27 +95,45 @@ func testProjector(t *testing.T, c *eventlogtest.Cluster, b *backend) {
 
 	t.Run("fold", func(t *testing.T) {
 		p := startProjector(t, store, cfg)
-		waitForStates(t, store, jobs.want)
+		waitForStates(t, store, jobs)
 		stopProjector(t, p)
+	})
+	t.Run("start at the checkpoints", func(t *testing.T) {
+		// A job deleted behind the projector's back stays deleted: its
+		// partition is not read again from the start.
+		gone := prefix + "t:" + jobs.tenant + ":job:job-01"
+		if err := b.rdb.Del(ctx, gone).Err(); err != nil {
+			t.Fatalf("delete %s: %v", gone, err)
+		}
+		p := startProjector(t, store, cfg)
+		recs := encode(t, topic, []*eventv1.Event{cancelled(jobs.tenant, "job-01", t0)})
+		if err := app.Append(ctx, recs...); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		waitForCheckpoint(t, store, recs[0])
+		stopProjector(t, p)
+		if j, err := store.GetJob(ctx, jobs.tenant, "job-01"); !errors.Is(err, projections.ErrNotFound) {
+			t.Errorf("GetJob of the deleted job: got %v, %v; want ErrNotFound (its partition was read again)", j, err)
+		}
 	})
 	t.Run("rebuild from the log into an empty redis", func(t *testing.T) {
 		flush(t, b, prefix)
 		p := startProjector(t, store, cfg)
-		waitForStates(t, store, jobs.want)
+		waitForStates(t, store, jobs)
 		stopProjector(t, p)
 	})
 	t.Run("flush while running", func(t *testing.T) {
 		p := startProjector(t, store, cfg)
-		waitForStates(t, store, jobs.want)
+		waitForStates(t, store, jobs)
 		flush(t, b, prefix)
 		// The next event finds the read model reset; the projector
 		// starts over and rebuilds everything.
-		last := []*eventv1.Event{cancelled("acme", "job-00", t0)}
+		last := []*eventv1.Event{cancelled(jobs.tenant, "job-00", t0)}
 		if err := app.Append(ctx, encode(t, topic, last)...); err != nil {
 			t.Fatalf("Append: %v", err)
 		}
 		jobs.want["job-00"] = sluicev1.JobState_JOB_STATE_CANCELLED
-		waitForStates(t, store, jobs.want)
+		waitForStates(t, store, jobs)
 		stopProjector(t, p)
 	})
 	t.Run("rebuild while running", func(t *testing.T) {
@@ -122,12 +141,12 @@ func testProjector(t *testing.T, c *eventlogtest.Cluster, b *backend) {
 		if _, err := store.Rebuild(ctx); err != nil {
 			t.Fatalf("Rebuild: %v", err)
 		}
-		last := []*eventv1.Event{enqueued("acme", "job-new", "emails", t0)}
+		last := []*eventv1.Event{enqueued(jobs.tenant, "job-new", "emails", t0)}
 		if err := app.Append(ctx, encode(t, topic, last)...); err != nil {
 			t.Fatalf("Append: %v", err)
 		}
 		jobs.want["job-new"] = sluicev1.JobState_JOB_STATE_READY
-		waitForStates(t, store, jobs.want)
+		waitForStates(t, store, jobs)
 		stopProjector(t, p)
 	})
 }
@@ -167,9 +186,26 @@ func stopProjector(t *testing.T, p *projections.Projector) {
 	}
 }
 
-// waitForStates waits until every job in want shows its state.
-func waitForStates(t *testing.T, s *projections.Store, want map[string]sluicev1.JobState) {
+// waitForCheckpoint waits until rec's partition was read past rec.
+func waitForCheckpoint(t *testing.T, s *projections.Store, rec *kgo.Record) {
 	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		off, _, err := s.Checkpoint(context.Background(), rec.Topic, rec.Partition)
+		if err != nil {
+			t.Fatalf("Checkpoint: %v", err)
+		}
+		if off > rec.Offset {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("checkpoint of partition %d never passed offset %d", rec.Partition, rec.Offset)
+}
+
+// waitForStates waits until every job in want shows its state.
+func waitForStates(t *testing.T, s *projections.Store, jobs *e2eJobs) {
+	t.Helper()
+	want := jobs.want
 	ids := make([]string, 0, len(want))
 	for id := range want {
 		ids = append(ids, id)
@@ -178,7 +214,7 @@ func waitForStates(t *testing.T, s *projections.Store, want map[string]sluicev1.
 	var got map[string]sluicev1.JobState
 	for time.Now().Before(deadline) {
 		var err error
-		got, err = s.JobStates(context.Background(), "acme", ids)
+		got, err = s.JobStates(context.Background(), jobs.tenant, ids)
 		if err != nil {
 			t.Fatalf("JobStates: %v", err)
 		}

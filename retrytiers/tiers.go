@@ -1,12 +1,13 @@
 package retrytiers
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluicehq/sluice/log/eventlog"
+)
 
 // Tiers are the delay lines, shortest first.
-var Tiers = []time.Duration{
-	time.Second, 5 * time.Second, 30 * time.Second,
-	2 * time.Minute, 10 * time.Minute, time.Hour, 6 * time.Hour,
-}
+var Tiers = eventlog.RetryTiers
 
 // Hop returns the tier a job due in remaining should wait in next: the
 // largest tier no longer than remaining, or the shortest tier when

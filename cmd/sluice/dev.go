@@ -92,7 +92,7 @@ func runDev(ctx context.Context, args []string) error {
 		Brokers:             brokers,
 		Redis:               rdb,
 		Topics:              topics,
-		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true},
+		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true, roleTiers: true},
 		Listener:            ln,
 		NodeID:              "dev",
 		Guard:               delivery.Guard{AllowLoopback: true},

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/delivery"
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/projections"
+	"github.com/sluicehq/sluice/retrytiers/delayline"
 	"github.com/sluicehq/sluice/tenancy"
 )
 
@@ -28,9 +29,10 @@ const (
 	roleAPI         = "api"
 	roleDelivery    = "delivery"
 	roleProjections = "projections"
+	roleTiers       = "tiers"
 )
 
-var knownRoles = []string{roleAPI, roleDelivery, roleProjections}
+var knownRoles = []string{roleAPI, roleDelivery, roleProjections, roleTiers}
 
 func parseRoles(s string) (map[string]bool, error) {
 	roles := make(map[string]bool)
@@ -114,7 +116,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 
 	if cfg.Roles[roleDelivery] {
 		d, err := delivery.New(delivery.Config{
-			EventsTopic: cfg.Topics.Events(),
+			Topics:      cfg.Topics,
 			Secrets:     tenantSecrets{dir},
 			States:      store,
 			Guard:       cfg.Guard,
@@ -146,6 +148,23 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 		})
 	}
 
+	if cfg.Roles[roleTiers] {
+		line, err := delayline.New(delayline.Config{
+			Brokers:         cfg.Brokers,
+			Topics:          cfg.Topics,
+			TransactionalID: cfg.Topics.Prefix + "tiers-" + cfg.NodeID,
+			ClientOpts:      staticMember(cfg, "tiers"),
+			Logger:          log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := line.Start(ctx); err != nil {
+			return nil, fmt.Errorf("start tiers: %w", err)
+		}
+		n.stops = append(n.stops, line.Stop)
+	}
+
 	if cfg.Roles[roleAPI] {
 		if err := n.startAPI(dir, store); err != nil {
 			return nil, err
@@ -171,7 +190,7 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 		Auth:        dir,
 		Log:         app,
 		Jobs:        store,
-		EventsTopic: cfg.Topics.Events(),
+		Topics:      cfg.Topics,
 		Limits:      cfg.Limits,
 		Ready: func(ctx context.Context) error {
 			if _, err := adm.ListBrokers(ctx); err != nil {

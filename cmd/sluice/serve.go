@@ -47,7 +47,7 @@ func (k kafkaFlags) topics() eventlog.Topics {
 // runServe runs the chosen roles against external Kafka and Redis.
 func runServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("serve")
-	roles := fs.String("roles", "api,delivery,projections", "roles to run: "+strings.Join(knownRoles, ","))
+	roles := fs.String("roles", "api,delivery,projections,tiers", "roles to run: "+strings.Join(knownRoles, ","))
 	kafka := addKafkaFlags(fs)
 	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis holding the projections")
 	httpAddr := fs.String("http-addr", "0.0.0.0:8080", "address of the HTTP API (api role)")

@@ -19,6 +19,7 @@ const (
 	TypeJobEnqueued  = "job.enqueued"
 	TypeJobAttempted = "job.attempted"
 	TypeJobCancelled = "job.cancelled"
+	TypeJobReady     = "job.ready"
 )
 
 // Meta is the envelope of an event, less what the body determines.
@@ -56,6 +57,8 @@ func NewEvent(m Meta, body any) *eventv1.Event {
 		ev.Type, ev.Body = TypeJobAttempted, &eventv1.Event_JobAttempted{JobAttempted: b}
 	case *eventv1.JobCancelled:
 		ev.Type, ev.Body = TypeJobCancelled, &eventv1.Event_JobCancelled{JobCancelled: b}
+	case *eventv1.JobReady:
+		ev.Type, ev.Body = TypeJobReady, &eventv1.Event_JobReady{JobReady: b}
 	default:
 		panic(fmt.Sprintf("eventlog: unknown event body %T", body))
 	}

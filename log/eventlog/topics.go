@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -54,9 +55,33 @@ func (t Topics) Inbox() string { return t.Prefix + "inbox" }
 // node folds it into memory.
 func (t Topics) Config() string { return t.Prefix + "config" }
 
+// RetryTiers are the delays of the delay lines, shortest first. Every
+// record of one line waits the same time, so arrival order is due order.
+var RetryTiers = []time.Duration{
+	time.Second, 5 * time.Second, 30 * time.Second,
+	2 * time.Minute, 10 * time.Minute, time.Hour, 6 * time.Hour,
+}
+
+// RetryTopics names every delay line.
+func (t Topics) RetryTopics() []string {
+	names := make([]string, len(RetryTiers))
+	for i, d := range RetryTiers {
+		names[i] = t.Retry(d)
+	}
+	return names
+}
+
 // Retry names the delay line for one retry tier.
+// Names are short: "sluice.retry.5s", "sluice.retry.2m", "sluice.retry.1h".
 func (t Topics) Retry(delay time.Duration) string {
-	return t.Prefix + "retry." + delay.String()
+	name := delay.String()
+	if strings.HasSuffix(name, "m0s") {
+		name = strings.TrimSuffix(name, "0s")
+	}
+	if strings.HasSuffix(name, "h0m") {
+		name = strings.TrimSuffix(name, "0m")
+	}
+	return t.Prefix + "retry." + name
 }
 
 // TopicSpec is a topic to create.
@@ -74,7 +99,7 @@ func (t Topics) Specs() []TopicSpec {
 		"cleanup.policy": str("delete"),
 		"retention.ms":   str(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10)),
 	}
-	return []TopicSpec{
+	specs := []TopicSpec{
 		{Name: t.Events(), Partitions: t.Partitions, Configs: keyed},
 		{Name: t.DLQ(), Partitions: t.Partitions, Configs: keyed},
 		{Name: t.Inbox(), Partitions: t.Partitions, Configs: keyed},
@@ -82,6 +107,10 @@ func (t Topics) Specs() []TopicSpec {
 			"cleanup.policy": str("compact"),
 		}},
 	}
+	for _, name := range t.RetryTopics() {
+		specs = append(specs, TopicSpec{Name: name, Partitions: t.Partitions, Configs: keyed})
+	}
+	return specs
 }
 
 // CreateTopics creates every topic of t that does not exist yet. It is

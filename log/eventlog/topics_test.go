@@ -48,3 +48,22 @@ func TestCreateTopicsIsIdempotent(t *testing.T) {
 		}
 	})
 }
+
+func TestRetryTopicNames(t *testing.T) {
+	t.Parallel()
+	topics := eventlog.Topics{}.WithDefaults()
+	want := []string{"sluice.retry.1s", "sluice.retry.5s", "sluice.retry.30s", "sluice.retry.2m",
+		"sluice.retry.10m", "sluice.retry.1h", "sluice.retry.6h"}
+	got := topics.RetryTopics()
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("tier %d: got %s, want %s", i, got[i], want[i])
+		}
+	}
+	if got := topics.Retry(90 * time.Second); got != "sluice.retry.1m30s" {
+		t.Errorf("90s tier: got %s, want sluice.retry.1m30s", got)
+	}
+}

@@ -160,6 +160,7 @@ type Event struct {
 	//	*Event_JobEnqueued
 	//	*Event_JobAttempted
 	//	*Event_JobCancelled
+	//	*Event_JobReady
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -285,6 +286,15 @@ func (x *Event) GetJobCancelled() *JobCancelled {
 	return nil
 }
 
+func (x *Event) GetJobReady() *JobReady {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobReady); ok {
+			return x.JobReady
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -301,11 +311,17 @@ type Event_JobCancelled struct {
 	JobCancelled *JobCancelled `protobuf:"bytes,18,opt,name=job_cancelled,json=jobCancelled,proto3,oneof"`
 }
 
+type Event_JobReady struct {
+	JobReady *JobReady `protobuf:"bytes,19,opt,name=job_ready,json=jobReady,proto3,oneof"`
+}
+
 func (*Event_JobEnqueued) isEvent_Body() {}
 
 func (*Event_JobAttempted) isEvent_Body() {}
 
 func (*Event_JobCancelled) isEvent_Body() {}
+
+func (*Event_JobReady) isEvent_Body() {}
 
 // Actor is who or what caused an event.
 type Actor struct {
@@ -699,11 +715,218 @@ func (x *JobCancelled) GetReason() string {
 	return ""
 }
 
+// JobReady makes a job runnable again: a retry whose wait is over, or a
+// scheduled job whose runAt came. It carries what the next attempt needs,
+// so delivery never reads state to run it.
+type JobReady struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The attempt about to run (1-based).
+	Attempt int32    `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Spec    *JobSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The job's earlier attempts, oldest first.
+	History       []*JobAttempted `protobuf:"bytes,3,rep,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobReady) Reset() {
+	*x = JobReady{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobReady) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobReady) ProtoMessage() {}
+
+func (x *JobReady) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobReady.ProtoReflect.Descriptor instead.
+func (*JobReady) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JobReady) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobReady) GetSpec() *JobSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *JobReady) GetHistory() []*JobAttempted {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+// Timer is one record of a delay line (sluice.retry.<delay>): an event to
+// append to sluice.events once due_at has come.
+type Timer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	DueAt         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timer) Reset() {
+	*x = Timer{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timer) ProtoMessage() {}
+
+func (x *Timer) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timer.ProtoReflect.Descriptor instead.
+func (*Timer) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Timer) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Timer) GetDueAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueAt
+	}
+	return nil
+}
+
+// DeadLetter is one record of sluice.dlq: a job whose attempts ran out or
+// whose failure was permanent, with everything needed to inspect and
+// retry it.
+type DeadLetter struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	JobId    string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Spec     *JobSpec               `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Every attempt, oldest first.
+	Attempts      []*JobAttempted        `protobuf:"bytes,4,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	DiedAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=died_at,json=diedAt,proto3" json:"died_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeadLetter) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSpec() *JobSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetAttempts() []*JobAttempted {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDiedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DiedAt
+	}
+	return nil
+}
+
 var File_sluice_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xf6\x03\n" +
+	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xb0\x04\n" +
 	"\x05Event\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x12\n" +
@@ -716,7 +939,8 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\x06job_id\x18\b \x01(\tR\x05jobId\x12A\n" +
 	"\fjob_enqueued\x18\x10 \x01(\v2\x1c.sluice.event.v1.JobEnqueuedH\x00R\vjobEnqueued\x12D\n" +
 	"\rjob_attempted\x18\x11 \x01(\v2\x1d.sluice.event.v1.JobAttemptedH\x00R\fjobAttempted\x12D\n" +
-	"\rjob_cancelled\x18\x12 \x01(\v2\x1d.sluice.event.v1.JobCancelledH\x00R\fjobCancelledB\x06\n" +
+	"\rjob_cancelled\x18\x12 \x01(\v2\x1d.sluice.event.v1.JobCancelledH\x00R\fjobCancelled\x128\n" +
+	"\tjob_ready\x18\x13 \x01(\v2\x19.sluice.event.v1.JobReadyH\x00R\bjobReadyB\x06\n" +
 	"\x04body\"\x9a\x01\n" +
 	"\x05Actor\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.sluice.event.v1.Actor.KindR\x04kind\x12\x0e\n" +
@@ -763,7 +987,22 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
 	"\fJobCancelled\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason*^\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\bJobReady\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12,\n" +
+	"\x04spec\x18\x02 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\x127\n" +
+	"\ahistory\x18\x03 \x03(\v2\x1d.sluice.event.v1.JobAttemptedR\ahistory\"h\n" +
+	"\x05Timer\x12,\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.sluice.event.v1.EventR\x05event\x121\n" +
+	"\x06due_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\"\xf6\x01\n" +
+	"\n" +
+	"DeadLetter\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12,\n" +
+	"\x04spec\x18\x03 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\x129\n" +
+	"\battempts\x18\x04 \x03(\v2\x1d.sluice.event.v1.JobAttemptedR\battempts\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x123\n" +
+	"\adied_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06diedAt*^\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_SUCCEEDED\x10\x01\x12\x11\n" +
@@ -783,7 +1022,7 @@ func file_sluice_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sluice_event_v1_event_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: sluice.event.v1.Outcome
 	(Actor_Kind)(0),               // 1: sluice.event.v1.Actor.Kind
@@ -793,39 +1032,50 @@ var file_sluice_event_v1_event_proto_goTypes = []any{
 	(*JobEnqueued)(nil),           // 5: sluice.event.v1.JobEnqueued
 	(*JobAttempted)(nil),          // 6: sluice.event.v1.JobAttempted
 	(*JobCancelled)(nil),          // 7: sluice.event.v1.JobCancelled
-	nil,                           // 8: sluice.event.v1.JobSpec.HeadersEntry
-	nil,                           // 9: sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*v1.Target)(nil),             // 11: sluice.v1.Target
-	(v1.Priority)(0),              // 12: sluice.v1.Priority
-	(*v1.RetryPolicy)(nil),        // 13: sluice.v1.RetryPolicy
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*JobReady)(nil),              // 8: sluice.event.v1.JobReady
+	(*Timer)(nil),                 // 9: sluice.event.v1.Timer
+	(*DeadLetter)(nil),            // 10: sluice.event.v1.DeadLetter
+	nil,                           // 11: sluice.event.v1.JobSpec.HeadersEntry
+	nil,                           // 12: sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*v1.Target)(nil),             // 14: sluice.v1.Target
+	(v1.Priority)(0),              // 15: sluice.v1.Priority
+	(*v1.RetryPolicy)(nil),        // 16: sluice.v1.RetryPolicy
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_sluice_event_v1_event_proto_depIdxs = []int32{
-	10, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: sluice.event.v1.Event.actor:type_name -> sluice.event.v1.Actor
 	5,  // 2: sluice.event.v1.Event.job_enqueued:type_name -> sluice.event.v1.JobEnqueued
 	6,  // 3: sluice.event.v1.Event.job_attempted:type_name -> sluice.event.v1.JobAttempted
 	7,  // 4: sluice.event.v1.Event.job_cancelled:type_name -> sluice.event.v1.JobCancelled
-	1,  // 5: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
-	11, // 6: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
-	10, // 7: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	12, // 8: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
-	13, // 9: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
-	14, // 10: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	8,  // 11: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
-	10, // 12: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 13: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
-	10, // 14: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
-	14, // 15: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
-	9,  // 16: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	0,  // 17: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
-	10, // 18: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	8,  // 5: sluice.event.v1.Event.job_ready:type_name -> sluice.event.v1.JobReady
+	1,  // 6: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
+	14, // 7: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
+	13, // 8: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	15, // 9: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
+	16, // 10: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
+	17, // 11: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	11, // 12: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
+	13, // 13: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 14: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
+	13, // 15: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
+	17, // 16: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
+	12, // 17: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	0,  // 18: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
+	13, // 19: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
+	4,  // 20: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 21: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
+	2,  // 22: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
+	13, // 23: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
+	4,  // 24: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 25: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
+	13, // 26: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_event_proto_init() }
@@ -837,6 +1087,7 @@ func file_sluice_event_v1_event_proto_init() {
 		(*Event_JobEnqueued)(nil),
 		(*Event_JobAttempted)(nil),
 		(*Event_JobCancelled)(nil),
+		(*Event_JobReady)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -844,7 +1095,7 @@ func file_sluice_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_event_proto_rawDesc), len(file_sluice_event_v1_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
