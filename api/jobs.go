@@ -15,10 +15,10 @@ import (
 
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/projections"
-	"github.com/sluicehq/sluice/retrytiers/delayline"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+	"github.com/sluicehq/sluice/retrytiers/delayline"
 )
 
 // Appender writes events durably; eventlog.Appender implements it.

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/log/eventlog"
-	"github.com/sluicehq/sluice/retrytiers"
-	"github.com/sluicehq/sluice/retrytiers/delayline"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/retrytiers"
+	"github.com/sluicehq/sluice/retrytiers/delayline"
 )
 
 // StateReader reads the current state of jobs; delivery uses it to skip

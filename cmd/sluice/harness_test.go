@@ -186,11 +186,12 @@ type receiver struct {
 	secret    string
 	got       map[string]int
 	bodies    map[string][]byte
+	times     map[string][]time.Time
 	badSigned int
 }
 
 func newReceiver(t *testing.T) *receiver {
-	r := &receiver{got: make(map[string]int), bodies: make(map[string][]byte)}
+	r := &receiver{got: make(map[string]int), bodies: make(map[string][]byte), times: make(map[string][]time.Time)}
 	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.Close)
 	return r
@@ -216,7 +217,23 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.got[id]++
 	r.bodies[id] = body
-	w.WriteHeader(http.StatusNoContent)
+	r.times[id] = append(r.times[id], time.Now())
+	switch {
+	case req.URL.Path == "/gone":
+		w.WriteHeader(http.StatusGone)
+	case req.URL.Path == "/fail":
+		w.WriteHeader(http.StatusInternalServerError)
+	case req.URL.Path == "/fail2" && r.got[id] <= 2:
+		w.WriteHeader(http.StatusServiceUnavailable)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (r *receiver) arrivals(id string) []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.times[id]...)
 }
 
 func (r *receiver) count(id string) int {

@@ -116,11 +116,11 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 
 	if cfg.Roles[roleDelivery] {
 		d, err := delivery.New(delivery.Config{
-			Topics:      cfg.Topics,
-			Secrets:     tenantSecrets{dir},
-			States:      store,
-			Guard:       cfg.Guard,
-			Logger:      log,
+			Topics:  cfg.Topics,
+			Secrets: tenantSecrets{dir},
+			States:  store,
+			Guard:   cfg.Guard,
+			Logger:  log,
 		})
 		if err != nil {
 			return nil, err
@@ -187,11 +187,11 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 	n.stops = append(n.stops, func(context.Context) error { app.Close(); return nil })
 	adm := kadm.NewClient(app.Client())
 	h, err := api.NewHandler(api.Config{
-		Auth:        dir,
-		Log:         app,
-		Jobs:        store,
-		Topics:      cfg.Topics,
-		Limits:      cfg.Limits,
+		Auth:   dir,
+		Log:    app,
+		Jobs:   store,
+		Topics: cfg.Topics,
+		Limits: cfg.Limits,
 		Ready: func(ctx context.Context) error {
 			if _, err := adm.ListBrokers(ctx); err != nil {
 				return fmt.Errorf("kafka: %w", err)
