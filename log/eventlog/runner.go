@@ -108,6 +108,12 @@ type topicPartition struct {
 	partition int32
 }
 
+// output is a record to produce and the partition whose record caused it.
+type output struct {
+	from topicPartition
+	rec  *kgo.Record
+}
+
 // Runner consumes topics in a consumer group and hands every record to a
 // Handler; see the package doc for its guarantees.
 type Runner struct {
@@ -116,7 +122,7 @@ type Runner struct {
 
 	mu        sync.Mutex
 	parts     map[topicPartition]*partition
-	outputs   []*kgo.Record
+	outputs   []output
 	committed map[topicPartition]int64
 
 	cancelPoll context.CancelFunc
@@ -274,7 +280,13 @@ func (r *Runner) dispatch(fp kgo.FetchTopicPartition) {
 		r.mu.Unlock()
 		return
 	}
-	for _, rec := range fp.Records {
+	// After an aborted transaction the session fetches again from the
+	// committed offsets; records already taken are in flight or done.
+	recs := fp.Records
+	for len(recs) > 0 && recs[0].Offset < p.win.next {
+		recs = recs[1:]
+	}
+	for _, rec := range recs {
 		p.win.add(rec.Offset)
 	}
 	full := p.win.size() >= r.cfg.MaxWindow && !p.paused
@@ -282,7 +294,9 @@ func (r *Runner) dispatch(fp kgo.FetchTopicPartition) {
 		p.paused = true
 	}
 	r.mu.Unlock()
-	p.enqueue(fp.Records)
+	if len(recs) > 0 {
+		p.enqueue(recs)
+	}
 	if full {
 		r.sess.Client().PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
 	}
@@ -296,7 +310,9 @@ func (r *Runner) finished(p *partition, rec *kgo.Record, outs []*kgo.Record) {
 		return // handed back or reset: the record will be handled again
 	}
 	p.win.finish(rec.Offset)
-	r.outputs = append(r.outputs, outs...)
+	for _, out := range outs {
+		r.outputs = append(r.outputs, output{p.tp, out})
+	}
 }
 
 // commit produces the finished records' outcomes and commits each
@@ -345,21 +361,31 @@ func (r *Runner) commit(ctx context.Context) {
 		r.mu.Unlock()
 		return
 	}
-	// The session rewound fetching to the committed offsets; drop every
-	// record in flight so each is handled again from there.
-	r.cfg.Logger.Warn("transaction aborted; handling uncommitted records again",
+	// Nothing of the transaction is visible. Its outcomes go into the next
+	// one, except those of partitions handed back meanwhile: the new owner
+	// handles their records again. Fetching restarts at the committed
+	// offsets; dispatch skips the records already taken.
+	r.cfg.Logger.Warn("transaction aborted; retrying its outcomes in the next one",
 		"group", r.cfg.Group, "outputs", len(outs), "error", err)
-	r.reset()
+	r.mu.Lock()
+	kept := make([]output, 0, len(outs)+len(r.outputs))
+	for _, o := range outs {
+		if r.parts[o.from] != nil {
+			kept = append(kept, o)
+		}
+	}
+	r.outputs = append(kept, r.outputs...)
+	r.mu.Unlock()
 }
 
-func (r *Runner) transact(ctx context.Context, outs []*kgo.Record, offsets map[string]map[int32]int64) (bool, error) {
+func (r *Runner) transact(ctx context.Context, outs []output, offsets map[string]map[int32]int64) (bool, error) {
 	if err := r.sess.Begin(); err != nil {
 		return false, fmt.Errorf("begin transaction: %w", err)
 	}
 	var mu sync.Mutex
 	var produceErr error
-	for _, rec := range outs {
-		r.sess.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+	for _, o := range outs {
+		r.sess.Produce(ctx, o.rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				mu.Lock()
 				produceErr = errors.Join(produceErr, err)
@@ -417,35 +443,5 @@ func setTxnOffsets(req *kmsg.TxnOffsetCommitRequest, offsets map[string]map[int3
 			t.Partitions = append(t.Partitions, rp)
 		}
 		req.Topics = append(req.Topics, t)
-	}
-}
-
-// reset stops every partition's work and starts each afresh; called after
-// the session rewound to the committed offsets.
-func (r *Runner) reset() {
-	r.mu.Lock()
-	old := r.parts
-	r.parts = make(map[topicPartition]*partition, len(old))
-	r.outputs = nil
-	r.mu.Unlock()
-	var resume map[string][]int32
-	for tp, p := range old {
-		p.stop()
-		if p.paused {
-			if resume == nil {
-				resume = make(map[string][]int32)
-			}
-			resume[tp.topic] = append(resume[tp.topic], tp.partition)
-		}
-	}
-	r.mu.Lock()
-	for tp := range old {
-		if _, taken := r.parts[tp]; !taken {
-			r.parts[tp] = newPartition(r, tp)
-		}
-	}
-	r.mu.Unlock()
-	if resume != nil {
-		r.sess.Client().ResumeFetchPartitions(resume)
 	}
 }
