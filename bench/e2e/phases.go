@@ -46,6 +46,26 @@ func newEnv(proc *sluiceProc, key string, recv *receiver) *env {
 	}
 }
 
+// warmUp runs jobs through until consumer groups have joined and
+// connections are open, so phases measure the steady state.
+func (e *env) warmUp(ctx context.Context) {
+	const n = 2000
+	rec := newRecorder(n)
+	e.recv.cur.Store(rec)
+	for from := 0; from < n; from += 200 {
+		req := &sluicev1.EnqueueBatchRequest{}
+		for i := from; i < from+200; i++ {
+			req.Jobs = append(req.Jobs, e.job("warmup", i))
+		}
+		_, err := e.client.EnqueueBatch(ctx, connect.NewRequest(req))
+		check(err)
+	}
+	if !rec.wait(2 * time.Minute) {
+		check(fmt.Errorf("warm-up: %d of %d delivered", rec.received.Load(), n))
+	}
+	time.Sleep(time.Second)
+}
+
 // job is the request for job seq of a phase on queue.
 func (e *env) job(queue string, seq int) *sluicev1.EnqueueRequest {
 	payload, _ := structpb.NewValue(map[string]any{
@@ -93,10 +113,11 @@ func sluicePhases(ctx context.Context, want map[string]bool) []row {
 	if *cpuProfile != "" {
 		extra = append(extra, "--debug-addr", "127.0.0.1:6061")
 	}
-	proc := startSluice(prefix, "api,delivery,projections", key, extra...)
+	proc := startSluice(prefix, "api,delivery,projections,tiers", key, extra...)
 	defer proc.stop()
 	recv := startReceiver()
 	e := newEnv(proc, key, recv)
+	e.warmUp(ctx)
 	var rows []row
 	peak := &rssSampler{proc: proc}
 	peak.start()
@@ -110,6 +131,9 @@ func sluicePhases(ctx context.Context, want map[string]bool) []row {
 	}
 	if want["latency"] {
 		rows = append(rows, e.latencyPhase(ctx)...)
+	}
+	if want["retry"] {
+		rows = append(rows, e.retryPhase(ctx))
 	}
 	rows = append(rows, row{name: "sluice RSS, peak during the phases above", extra: fmt.Sprintf("%.0f MiB", peak.stop())})
 	return rows
@@ -237,6 +261,37 @@ func (e *env) latencyPhase(ctx context.Context) []row {
 	return []row{
 		{name: "sluice enqueue ack latency", rate: offered, p50: ackP50, p99: ackP99, extra: note},
 		{name: "sluice enqueue -> delivery latency", rate: offered, p50: delP50, p99: delP99, extra: note},
+	}
+}
+
+// retryPhase is the batch phase with every tenth job failing its first
+// attempt (503) and retried after 1s.
+func (e *env) retryPhase(ctx context.Context) row {
+	queue := "retry"
+	n := *batchN
+	rec := newRecorder(n)
+	e.recv.cur.Store(rec)
+	e.recv.failFirst.Store(true)
+	defer e.recv.failFirst.Store(false)
+	start := time.Now()
+	for from := 0; from < n; from += *batchSize {
+		req := &sluicev1.EnqueueBatchRequest{}
+		for i := from; i < min(from+*batchSize, n); i++ {
+			j := e.job(queue, i)
+			j.RetryPolicy = &sluicev1.RetryPolicy{Schedule: []string{"1s"}}
+			req.Jobs = append(req.Jobs, j)
+		}
+		_, err := e.client.EnqueueBatch(ctx, connect.NewRequest(req))
+		check(err)
+	}
+	ok := rec.wait(5 * time.Minute)
+	delivered := time.Since(start)
+	doneAt, err := e.waitSucceeded(ctx, queue, n, 5*time.Minute)
+	succeeded := doneAt.Sub(start)
+	logf("retry: %d jobs (10%% failing once) delivered in %s (all=%v), SUCCEEDED in %s (%v)", n, delivered, ok, succeeded, err)
+	return row{
+		name: "sluice EnqueueBatch, 10% fail once -> SUCCEEDED", rate: float64(n) / succeeded.Seconds(),
+		extra: fmt.Sprintf("%d jobs; failed attempts retried after 1s (the wait is in the time)", n),
 	}
 }
 

@@ -75,6 +75,9 @@ type receiver struct {
 	url string
 	cur atomic.Pointer[recorder]
 	srv *http.Server
+	// failFirst makes the first attempt of every tenth job answer 503.
+	failFirst atomic.Bool
+	failed    sync.Map // seq -> true once failed
 }
 
 type benchPayload struct {
@@ -89,10 +92,18 @@ func startReceiver() *receiver {
 	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		var p benchPayload
-		if json.Unmarshal(body, &p) == nil {
-			if rec := r.cur.Load(); rec != nil {
-				rec.record(p.Seq, p.Sent)
+		if json.Unmarshal(body, &p) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if r.failFirst.Load() && p.Seq%10 == 0 {
+			if _, seen := r.failed.LoadOrStore(p.Seq, true); !seen {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
 			}
+		}
+		if rec := r.cur.Load(); rec != nil {
+			rec.record(p.Seq, p.Sent)
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})}
