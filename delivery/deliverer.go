@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"time"
 
@@ -47,6 +48,16 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// MaxTimeout caps a job's own timeout. Default 5m.
 	MaxTimeout time.Duration
+	// MaxPerHost is the attempts in flight to one host:port from one
+	// partition; an attempt beyond it is deferred by DeferFor without
+	// counting as an attempt. Set it below the runner's per-partition
+	// concurrency: a slow or hanging target then holds at most this many
+	// of a partition's slots and healthy targets' jobs keep the rest.
+	// Default 64.
+	MaxPerHost int
+	// DeferFor is how long an attempt deferred by MaxPerHost waits.
+	// Default 1s.
+	DeferFor time.Duration
 	// ExcerptBytes of the response body kept in the attempt event.
 	// Default 4096.
 	ExcerptBytes int
@@ -63,6 +74,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxTimeout == 0 {
 		c.MaxTimeout = 5 * time.Minute
+	}
+	if c.MaxPerHost == 0 {
+		c.MaxPerHost = 64
+	}
+	if c.DeferFor == 0 {
+		c.DeferFor = time.Second
 	}
 	if c.ExcerptBytes == 0 {
 		c.ExcerptBytes = 4096
@@ -93,6 +110,7 @@ func (c Config) Validate() error {
 type Deliverer struct {
 	cfg    Config
 	poster *Poster
+	hosts  *hostLimiter
 	states *stateBatcher // nil without Config.States
 }
 
@@ -102,7 +120,7 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now)}
+	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now), hosts: newHostLimiter(cfg.MaxPerHost)}
 	if cfg.States != nil {
 		d.states = newStateBatcher(cfg.States, time.Millisecond, 512)
 	}
@@ -145,6 +163,11 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 			return nil, nil
 		}
 	}
+	host := fmt.Sprintf("%s/%d", hostOf(run.spec.GetTarget().GetUrl()), rec.Partition)
+	if !d.hosts.acquire(host) {
+		return d.deferRun(rec, ev, run)
+	}
+	defer d.hosts.release(host)
 	secret, err := d.cfg.Secrets.SigningSecret(ev.TenantId)
 	if err != nil {
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)
@@ -239,6 +262,31 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 		return []*kgo.Record{out}, nil
 	}
 	return []*kgo.Record{out, follow}, nil
+}
+
+// deferRun puts an attempt whose host is saturated back on the shortest
+// delay line, unchanged: no attempt is counted.
+func (d *Deliverer) deferRun(rec *kgo.Record, ev *eventv1.Event, r run) ([]*kgo.Record, error) {
+	now := d.cfg.Now()
+	ready := eventlog.NewEvent(eventlog.Meta{
+		TenantID: ev.TenantId, JobID: ev.JobId, EventID: eventlog.DeriveID(rec, 0),
+		CausationID: ev.EventId, OccurredAt: now,
+		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "delivery"},
+	}, &eventv1.JobReady{Attempt: r.attempt, Spec: r.spec, History: r.history})
+	out, err := delayline.Schedule(d.cfg.Topics, ready, now.Add(d.cfg.DeferFor), now)
+	if err != nil {
+		return nil, err
+	}
+	return []*kgo.Record{out}, nil
+}
+
+// hostOf is the host:port a URL connects to.
+func hostOf(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	return u.Host
 }
 
 // deadLetter is the sluice.dlq record of a job that ends here.

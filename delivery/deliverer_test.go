@@ -219,3 +219,49 @@ func TestHandleSkips(t *testing.T) {
 		t.Errorf("requests: got %d, want 0", n.Load())
 	}
 }
+
+func TestHandleDefersWhenHostIsFull(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var arrived atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		<-release
+		w.WriteHeader(204)
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	d, err := New(Config{Topics: topics, Secrets: secrets{}, Guard: Guard{AllowLoopback: true}, MaxPerHost: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	for i := 0; i < 2; i++ { // fill the host's slots
+		go func() { _, _ = d.Handle(context.Background(), record(t, &eventv1.JobEnqueued{Spec: spec(slow.URL)}, int64(i))) }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); arrived.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two slow attempts never arrived")
+		}
+	}
+	outs, err := d.Handle(context.Background(), record(t, &eventv1.JobEnqueued{Spec: spec(slow.URL)}, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 1 || outs[0].Topic != topics.Retry(time.Second) {
+		t.Fatalf("third attempt to a full host: got %d outputs, want a deferral timer", len(outs))
+	}
+	var tm eventv1.Timer
+	if err := proto.Unmarshal(outs[0].Value, &tm); err != nil {
+		t.Fatal(err)
+	}
+	if got := tm.Event.GetJobReady().GetAttempt(); got != 1 {
+		t.Errorf("deferred attempt: got %d, want 1 (not counted)", got)
+	}
+	// Another host is not held up.
+	fast, _ := target(t, 204, nil)
+	outs, err = d.Handle(context.Background(), record(t, &eventv1.JobEnqueued{Spec: spec(fast.URL)}, 10))
+	if err != nil || len(outs) != 1 || decode(t, outs[0]).Outcome != eventv1.Outcome_OUTCOME_SUCCEEDED {
+		t.Fatalf("attempt to a healthy host: %v %v", outs, err)
+	}
+}

@@ -201,7 +201,8 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 			}
 			return nil
 		},
-		Logger: cfg.Logger,
+		DeadLetters: store,
+		Logger:      cfg.Logger,
 	})
 	if err != nil {
 		return err

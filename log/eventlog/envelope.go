@@ -20,6 +20,8 @@ const (
 	TypeJobAttempted = "job.attempted"
 	TypeJobCancelled = "job.cancelled"
 	TypeJobReady     = "job.ready"
+	TypeJobRetried   = "job.retried"
+	TypeJobPurged    = "job.purged"
 )
 
 // Meta is the envelope of an event, less what the body determines.
@@ -59,6 +61,10 @@ func NewEvent(m Meta, body any) *eventv1.Event {
 		ev.Type, ev.Body = TypeJobCancelled, &eventv1.Event_JobCancelled{JobCancelled: b}
 	case *eventv1.JobReady:
 		ev.Type, ev.Body = TypeJobReady, &eventv1.Event_JobReady{JobReady: b}
+	case *eventv1.JobRetried:
+		ev.Type, ev.Body = TypeJobRetried, &eventv1.Event_JobRetried{JobRetried: b}
+	case *eventv1.JobPurged:
+		ev.Type, ev.Body = TypeJobPurged, &eventv1.Event_JobPurged{JobPurged: b}
 	default:
 		panic(fmt.Sprintf("eventlog: unknown event body %T", body))
 	}

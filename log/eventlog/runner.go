@@ -321,15 +321,23 @@ func (r *Runner) commit(ctx context.Context) {
 	r.mu.Lock()
 	outs := r.outputs
 	r.outputs = nil
+	// Every transaction carries the offsets of every partition that has
+	// any, advanced or not: franz-go treats a transaction that commits no
+	// offsets as pre-KIP-447 and holds the next one back for 500ms.
 	offsets := make(map[string]map[int32]int64)
+	advanced := false
 	var resume map[string][]int32
 	for tp, p := range r.parts {
 		off := p.win.committable()
-		if prev, ok := r.committed[tp]; off >= 0 && (!ok || off > prev) {
-			if offsets[tp.topic] == nil {
-				offsets[tp.topic] = make(map[int32]int64)
-			}
-			offsets[tp.topic][tp.partition] = off
+		if off < 0 {
+			continue
+		}
+		if offsets[tp.topic] == nil {
+			offsets[tp.topic] = make(map[int32]int64)
+		}
+		offsets[tp.topic][tp.partition] = off
+		if prev, ok := r.committed[tp]; !ok || off > prev {
+			advanced = true
 		}
 		if p.paused && p.win.size() < r.cfg.MaxWindow/2 {
 			p.paused = false
@@ -343,7 +351,7 @@ func (r *Runner) commit(ctx context.Context) {
 	if resume != nil {
 		r.sess.Client().ResumeFetchPartitions(resume)
 	}
-	if len(outs) == 0 && len(offsets) == 0 {
+	if len(outs) == 0 && !advanced {
 		return
 	}
 
