@@ -53,7 +53,7 @@ type Config struct {
 	// counting as an attempt. Set it below the runner's per-partition
 	// concurrency: a slow or hanging target then holds at most this many
 	// of a partition's slots and healthy targets' jobs keep the rest.
-	// Default 64.
+	// Default 224.
 	MaxPerHost int
 	// DeferFor is how long an attempt deferred by MaxPerHost waits.
 	// Default 1s.
@@ -76,7 +76,7 @@ func (c Config) WithDefaults() Config {
 		c.MaxTimeout = 5 * time.Minute
 	}
 	if c.MaxPerHost == 0 {
-		c.MaxPerHost = 64
+		c.MaxPerHost = 224
 	}
 	if c.DeferFor == 0 {
 		c.DeferFor = time.Second

@@ -237,7 +237,9 @@ func TestHandleDefersWhenHostIsFull(t *testing.T) {
 	}
 	t.Cleanup(d.Close)
 	for i := 0; i < 2; i++ { // fill the host's slots
-		go func() { _, _ = d.Handle(context.Background(), record(t, &eventv1.JobEnqueued{Spec: spec(slow.URL)}, int64(i))) }()
+		go func() {
+			_, _ = d.Handle(context.Background(), record(t, &eventv1.JobEnqueued{Spec: spec(slow.URL)}, int64(i)))
+		}()
 	}
 	for deadline := time.Now().Add(5 * time.Second); arrived.Load() < 2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -97,7 +97,7 @@ func runDev(ctx context.Context, args []string) error {
 		NodeID:              "dev",
 		Guard:               delivery.Guard{AllowLoopback: true},
 		Limits:              api.Limits{MaxPayloadBytes: *maxPayload},
-		DeliveryConcurrency: 128,
+		DeliveryConcurrency: 256,
 		Logger:              logger,
 	})
 	if err != nil {

@@ -28,7 +28,10 @@ func TestFailingTargetDoesNotSlowHealthyOnes(t *testing.T) {
 		const healthyN = 100
 		sent := make(map[string]time.Time)
 		var acks []time.Duration
-		defer func() { slices.Sort(acks); t.Logf("%s: enqueue ack p50 %s p90 %s", queue, acks[len(acks)/2], acks[len(acks)*9/10]) }()
+		defer func() {
+			slices.Sort(acks)
+			t.Logf("%s: enqueue ack p50 %s p90 %s", queue, acks[len(acks)/2], acks[len(acks)*9/10])
+		}()
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 8)

@@ -246,6 +246,13 @@ func (n *node) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// perHostShare is how many of a partition's delivery slots one target may
+// hold: all but an eighth (at least 16), which stay free for other targets
+// while one is slow or hanging.
+func perHostShare(concurrency int) int {
+	return max(1, concurrency-max(16, concurrency/8))
+}
+
 // staticMember makes this node a static member of a role's consumer group
 // (KIP-345): a restarted node takes its partitions back at once instead of
 // waiting for the old member's session to time out.

@@ -56,7 +56,7 @@ func runServe(ctx context.Context, args []string) error {
 	allowLoopback := fs.Bool("allow-loopback-targets", false, "let deliveries reach loopback addresses")
 	allowPrivate := fs.Bool("allow-private-targets", false, "let deliveries reach private and link-local addresses")
 	maxPayload := fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted")
-	concurrency := fs.Int("delivery-concurrency", 128, "deliveries in flight per partition")
+	concurrency := fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them")
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	bootstrapKey := fs.String("bootstrap-api-key", "", "make sure this API key exists, creating a tenant for it when it does not")
 	_ = fs.String("clickhouse-dsn", "", "ClickHouse for the audit trail (analytics role; not in this build)")
