@@ -109,6 +109,7 @@ func runDev(ctx context.Context, args []string) error {
 		fmt.Printf("api key: %s\n", key)
 	}
 	fmt.Printf("signing secret: %s\n", secret)
+	fmt.Printf("embedded kafka: %s\n", strings.Join(brokers, ","))
 	fmt.Printf("sluice ready http://%s\n", ln.Addr())
 
 	werr := n.wait(ctx)

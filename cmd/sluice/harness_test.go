@@ -48,7 +48,9 @@ type server struct {
 	URL    string
 	Key    string
 	Secret string
-	exited chan struct{}
+	// Brokers of the embedded Kafka (dev only).
+	Brokers string
+	exited  chan struct{}
 }
 
 // startSluice runs the binary with args and waits for its ready line.
@@ -88,6 +90,8 @@ func startSluice(t *testing.T, key string, args ...string) *server {
 			switch {
 			case strings.HasPrefix(line, "api key: "):
 				s.Key = strings.TrimPrefix(line, "api key: ")
+			case strings.HasPrefix(line, "embedded kafka: "):
+				s.Brokers = strings.TrimPrefix(line, "embedded kafka: ")
 			case strings.HasPrefix(line, "signing secret: "):
 				s.Secret = strings.TrimPrefix(line, "signing secret: ")
 			case strings.HasPrefix(line, "sluice ready "):
@@ -188,6 +192,7 @@ type receiver struct {
 	bodies    map[string][]byte
 	times     map[string][]time.Time
 	badSigned int
+	healed    bool // /flaky answers 503 until heal
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -225,9 +230,25 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 	case req.URL.Path == "/fail2" && r.got[id] <= 2:
 		w.WriteHeader(http.StatusServiceUnavailable)
+	case req.URL.Path == "/flaky" && !r.healed:
+		w.WriteHeader(http.StatusServiceUnavailable)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// heal makes /flaky answer 204 from now on.
+func (r *receiver) heal() {
+	r.mu.Lock()
+	r.healed = true
+	r.mu.Unlock()
+}
+
+// body returns the latest body delivered with webhook-id id.
+func (r *receiver) body(id string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bodies[id]
 }
 
 func (r *receiver) arrivals(id string) []time.Time {
