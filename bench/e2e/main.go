@@ -35,7 +35,7 @@ var (
 	latDur     = flag.Duration("lat-dur", 10*time.Second, "length of the latency phase (first second is warm-up)")
 	backlogN   = flag.Int("backlog", 100_000, "jobs queued before delivery starts in the memory phase (0 skips it)")
 	rawN       = flag.Int("raw-n", 200_000, "records in the raw franz-go phase")
-	phases     = flag.String("phases", "raw,batch,single,latency,retry,backlog", "phases to run")
+	phases     = flag.String("phases", "raw,batch,single,latency,retry,timers,backlog", "phases to run")
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the sluice server during the batch phase here")
 )
 
@@ -63,7 +63,7 @@ func main() {
 	if want["raw"] {
 		rows = append(rows, rawFranz(ctx)...)
 	}
-	if want["batch"] || want["single"] || want["latency"] || want["retry"] {
+	if want["batch"] || want["single"] || want["latency"] || want["retry"] || want["timers"] {
 		rows = append(rows, sluicePhases(ctx, want)...)
 	}
 	if want["backlog"] && *backlogN > 0 {
