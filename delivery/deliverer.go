@@ -33,6 +33,21 @@ type SecretSource interface {
 	SigningSecret(tenantID string) (string, error)
 }
 
+// Observer hears about every attempt; cmd turns it into metrics. Its
+// methods must not block.
+type Observer interface {
+	// Attempted reports a finished attempt and what follows it.
+	Attempted(queue string, outcome eventv1.Outcome, statusCode int, latency time.Duration)
+	// Deferred reports an attempt put back because its target's share of
+	// slots was full.
+	Deferred(queue string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Attempted(string, eventv1.Outcome, int, time.Duration) {}
+func (nopObserver) Deferred(string)                                       {}
+
 // Config configures a Deliverer.
 type Config struct {
 	// Topics names the events, delay-line and dead-letter topics.
@@ -61,6 +76,8 @@ type Config struct {
 	// ExcerptBytes of the response body kept in the attempt event.
 	// Default 4096.
 	ExcerptBytes int
+	// Observer hears about attempts. Default: none.
+	Observer Observer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -69,6 +86,9 @@ type Config struct {
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = 15 * time.Second
 	}
@@ -165,6 +185,7 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 	}
 	host := fmt.Sprintf("%s/%d", hostOf(run.spec.GetTarget().GetUrl()), rec.Partition)
 	if !d.hosts.acquire(host) {
+		d.cfg.Observer.Deferred(run.spec.Queue)
 		return d.deferRun(rec, ev, run)
 	}
 	defer d.hosts.release(host)
@@ -258,6 +279,7 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 	if err != nil {
 		return nil, err
 	}
+	d.cfg.Observer.Attempted(r.spec.Queue, attempt.Outcome, res.StatusCode, res.Latency)
 	if follow == nil {
 		return []*kgo.Record{out}, nil
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -126,5 +127,32 @@ func TestDevAuthAndBadInput(t *testing.T) {
 	var list struct{ Jobs []jobJSON }
 	if status, body := s.call(t, "JobService/ListJobs", map[string]any{}, &list); status != 200 || len(list.Jobs) != 0 {
 		t.Errorf("ListJobs after rejected requests: HTTP %d, %d jobs (%s), want 0", status, len(list.Jobs), body)
+	}
+}
+
+func TestDevMetrics(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	s := startSluice(t, "", "dev", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0")
+	var enq enqueueAnswer
+	s.call(t, "JobService/Enqueue", map[string]any{"queue": "metered", "payload": 1, "target": map[string]string{"url": recv.URL + "/gone"}}, &enq)
+	waitState(t, s, enq.Job.ID, "JOB_STATE_DEAD", 30*time.Second)
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`sluice_delivery_attempts_total{outcome="dead",queue="metered"} 1`,
+		`sluice_jobs_dead_lettered_total{queue="metered"} 1`,
+		`sluice_tier_backlog{tier="1s"}`,
+		`sluice_tier_oldest_age_seconds{tier="6h"}`,
+		`sluice_consumer_lag{group="sluice.delivery",topic="sluice.events"}`,
+		`sluice_kafka_`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

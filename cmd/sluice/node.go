@@ -72,16 +72,18 @@ type nodeConfig struct {
 
 // node runs the roles of one process.
 type node struct {
-	cfg   nodeConfig
-	stops []func(context.Context) error // in start order
-	srv   *http.Server
-	serve chan error
+	cfg     nodeConfig
+	metrics *metrics
+	stops   []func(context.Context) error // in start order
+	srv     *http.Server
+	serve   chan error
 }
 
 // startNode starts the configured roles in dependency order: the tenant
 // directory, the log appender, projections, delivery, then the API.
 func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
-	n = &node{cfg: cfg, serve: make(chan error, 1)}
+	m := newMetrics()
+	n = &node{cfg: cfg, metrics: m, serve: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			n.stop(context.Background())
@@ -103,7 +105,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 	if cfg.Roles[roleProjections] {
 		proj, err := projections.NewProjector(store, projections.Config{
 			Brokers: cfg.Brokers, Topic: cfg.Topics.Events(), Group: cfg.Topics.Prefix + "projections",
-			ClientOpts: staticMember(cfg, "projections"), Logger: log,
+			ClientOpts: staticMember(cfg, m, "projections"), Logger: log,
 		})
 		if err != nil {
 			return nil, err
@@ -116,11 +118,13 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 
 	if cfg.Roles[roleDelivery] {
 		d, err := delivery.New(delivery.Config{
-			Topics:  cfg.Topics,
-			Secrets: tenantSecrets{dir},
-			States:  store,
-			Guard:   cfg.Guard,
-			Logger:  log,
+			Topics:     cfg.Topics,
+			Secrets:    tenantSecrets{dir},
+			States:     store,
+			Guard:      cfg.Guard,
+			MaxPerHost: perHostShare(cfg.DeliveryConcurrency),
+			Observer:   m,
+			Logger:     log,
 		})
 		if err != nil {
 			return nil, err
@@ -132,7 +136,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			Handler:         d.Handle,
 			TransactionalID: cfg.Topics.Prefix + "delivery-" + cfg.NodeID,
 			MaxInFlight:     cfg.DeliveryConcurrency,
-			ClientOpts:      staticMember(cfg, "delivery"),
+			ClientOpts:      staticMember(cfg, m, "delivery"),
 			Logger:          log,
 		})
 		if err != nil {
@@ -153,7 +157,8 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			Brokers:         cfg.Brokers,
 			Topics:          cfg.Topics,
 			TransactionalID: cfg.Topics.Prefix + "tiers-" + cfg.NodeID,
-			ClientOpts:      staticMember(cfg, "tiers"),
+			ClientOpts:      staticMember(cfg, m, "tiers"),
+			Observer:        m,
 			Logger:          log,
 		})
 		if err != nil {
@@ -207,7 +212,11 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 	if err != nil {
 		return err
 	}
-	n.srv = api.NewServer(h)
+	n.metrics.registerLag(adm, cfg.Topics, cfg.Topics.Prefix+"delivery", cfg.Topics.Prefix+"tiers")
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics.handler())
+	mux.Handle("/", h)
+	n.srv = api.NewServer(mux)
 	go func() { n.serve <- n.srv.Serve(cfg.Listener) }()
 	n.stops = append(n.stops, func(ctx context.Context) error {
 		if err := n.srv.Shutdown(ctx); err != nil {
@@ -255,9 +264,12 @@ func perHostShare(concurrency int) int {
 
 // staticMember makes this node a static member of a role's consumer group
 // (KIP-345): a restarted node takes its partitions back at once instead of
-// waiting for the old member's session to time out.
-func staticMember(cfg nodeConfig, role string) []kgo.Opt {
+// waiting for the old member's session to time out. The role's client is
+// metered.
+func staticMember(cfg nodeConfig, m *metrics, role string) []kgo.Opt {
 	return append(slices.Clip(cfg.KafkaOpts),
+		kgo.ClientID("sluice-"+role),
+		m.kafkaHooks(role),
 		kgo.InstanceID(cfg.Topics.Prefix+role+"-"+cfg.NodeID),
 		kgo.SessionTimeout(15*time.Second),
 	)

@@ -31,6 +31,20 @@ import (
 	"github.com/sluicehq/sluice/retrytiers"
 )
 
+// Observer hears which timer heads each partition of a line; cmd turns it
+// into the oldest-waiting-timer age per tier. Its methods must not block.
+type Observer interface {
+	// Waiting reports that the timer appended at appended heads a partition.
+	Waiting(topic string, partition int32, appended time.Time)
+	// Released reports that the partition's head timer was released.
+	Released(topic string, partition int32)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Waiting(string, int32, time.Time) {}
+func (nopObserver) Released(string, int32)           {}
+
 // Config configures a Line.
 type Config struct {
 	// Brokers to bootstrap from. Required.
@@ -41,6 +55,8 @@ type Config struct {
 	TransactionalID string
 	// ClientOpts are added to the Kafka client.
 	ClientOpts []kgo.Opt
+	// Observer hears about waiting timers. Default: none.
+	Observer Observer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -64,6 +80,9 @@ func New(cfg Config) (*Line, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	l := &Line{cfg: cfg, tiers: make(map[string]time.Duration)}
 	for _, d := range eventlog.RetryTiers {
@@ -111,9 +130,11 @@ func (l *Line) handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, erro
 	if release.After(due) {
 		release = due
 	}
+	l.cfg.Observer.Waiting(rec.Topic, rec.Partition, rec.Timestamp)
 	if err := l.wait(ctx, release); err != nil {
 		return nil, err
 	}
+	l.cfg.Observer.Released(rec.Topic, rec.Partition)
 	if tier, ok := retrytiers.Hop(due.Sub(l.cfg.Now())); ok {
 		out, err := Encode(l.cfg.Topics.Retry(tier), &tm)
 		if err != nil {
