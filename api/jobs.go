@@ -37,6 +37,7 @@ type JobStore interface {
 type JobService struct {
 	log    Appender
 	store  JobStore
+	amend  *amender
 	topics eventlog.Topics
 	limits Limits
 	now    func() time.Time
@@ -161,10 +162,33 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[sluicev
 	return connect.NewResponse(&sluicev1.CancelJobResponse{Job: job}), nil
 }
 
-// RetryJob is not available yet: failed jobs end dead until retry tiers
-// exist.
-func (s *JobService) RetryJob(context.Context, *connect.Request[sluicev1.RetryJobRequest]) (*connect.Response[sluicev1.RetryJobResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("RetryJob is not implemented yet"))
+// RetryJob sends a dead or cancelled job round again from a fresh
+// attempt budget, with its payload as it is.
+func (s *JobService) RetryJob(ctx context.Context, req *connect.Request[sluicev1.RetryJobRequest]) (*connect.Response[sluicev1.RetryJobResponse], error) {
+	p := principalFrom(ctx)
+	id := req.Msg.Id
+	if id == "" {
+		return nil, fieldError(connect.CodeInvalidArgument, "id", "required")
+	}
+	snaps, err := s.amend.store.JobSnapshots(ctx, p.TenantID, []string{id})
+	if err != nil {
+		return nil, s.unavailable(ctx, "read job", err)
+	}
+	snap, ok := snaps[id]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %s not found", id))
+	}
+	switch snap.Job.State {
+	case sluicev1.JobState_JOB_STATE_DEAD, sluicev1.JobState_JOB_STATE_CANCELLED:
+	default:
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("id: job %s is %s; only dead or cancelled jobs can be retried", id, snap.Job.State))
+	}
+	job, err := s.amend.retryOne(ctx, p, snap, retryOrder{reason: "retried by API"})
+	if err != nil {
+		return nil, s.unavailable(ctx, "append job.retried", err)
+	}
+	return connect.NewResponse(&sluicev1.RetryJobResponse{Job: job}), nil
 }
 
 func (s *JobService) job(ctx context.Context, id string) (*sluicev1.Job, error) {

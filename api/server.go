@@ -21,6 +21,9 @@ type Config struct {
 	Log Appender
 	// Jobs reads job state. Required.
 	Jobs JobStore
+	// DeadLetters reads dead letters and the jobs to retry or purge.
+	// Required.
+	DeadLetters DeadLetterStore
 	// Topics names where events and timers go. Required.
 	Topics eventlog.Topics
 	// Limits on requests; zero fields take their defaults.
@@ -45,6 +48,9 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs == nil {
 		errs = append(errs, errors.New("api: Config.Jobs: required"))
+	}
+	if c.DeadLetters == nil {
+		errs = append(errs, errors.New("api: Config.DeadLetters: required"))
 	}
 	if c.Topics.Prefix == "" {
 		errs = append(errs, errors.New("api: Config.Topics: required"))
@@ -72,10 +78,14 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		// A batch of 1,000 jobs at the payload limit, plus framing.
 		connect.WithReadMaxBytes(cfg.Limits.MaxBatch*cfg.Limits.MaxPayloadBytes + 1<<20),
 	}
+	amend := &amender{log: cfg.Log, store: cfg.DeadLetters, topics: cfg.Topics, now: cfg.Now}
 	mux := http.NewServeMux()
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&JobService{
-		log: cfg.Log, store: cfg.Jobs, topics: cfg.Topics,
+		log: cfg.Log, store: cfg.Jobs, amend: amend, topics: cfg.Topics,
 		limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger,
+	}, opts...))
+	mux.Handle(sluicev1connect.NewDeadLetterServiceHandler(&DeadLetterService{
+		store: cfg.DeadLetters, amend: amend, limits: cfg.Limits, logger: cfg.Logger,
 	}, opts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

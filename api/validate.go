@@ -75,13 +75,9 @@ func (l Limits) jobSpec(req *sluicev1.EnqueueRequest, prefix string, now time.Ti
 	if req.Payload == nil {
 		return nil, invalid("payload", "required (any JSON value; null is fine)")
 	}
-	payload, err := payloadJSON(req.Payload)
-	if err != nil {
-		return nil, invalid("payload", "not valid JSON: %v", err)
-	}
-	if len(payload) > l.MaxPayloadBytes {
-		return nil, fieldError(connect.CodeResourceExhausted, prefix+"payload",
-			"%d bytes exceeds the limit of %d bytes", len(payload), l.MaxPayloadBytes)
+	payload, cerr := l.payload(req.Payload, prefix+"payload")
+	if cerr != nil {
+		return nil, cerr
 	}
 	spec := &eventv1.JobSpec{
 		Queue:          req.Queue,
@@ -135,6 +131,19 @@ func (l Limits) jobSpec(req *sluicev1.EnqueueRequest, prefix string, now time.Ti
 	return spec, nil
 }
 
+// payload encodes a payload given in field and checks its size.
+func (l Limits) payload(v *structpb.Value, field string) ([]byte, *connect.Error) {
+	b, err := payloadJSON(v)
+	if err != nil {
+		return nil, fieldError(connect.CodeInvalidArgument, field, "not valid JSON: %v", err)
+	}
+	if len(b) > l.MaxPayloadBytes {
+		return nil, fieldError(connect.CodeResourceExhausted, field,
+			"%d bytes exceeds the limit of %d bytes", len(b), l.MaxPayloadBytes)
+	}
+	return b, nil
+}
+
 func validateTarget(t *sluicev1.Target, prefix string) *connect.Error {
 	switch kind := t.GetKind().(type) {
 	case nil:
@@ -184,6 +193,13 @@ func validateRetryPolicy(p *sluicev1.RetryPolicy, prefix string) *connect.Error 
 // payloadJSON encodes a payload as compact JSON with sorted keys.
 func payloadJSON(v *structpb.Value) ([]byte, error) {
 	return json.Marshal(v.AsInterface())
+}
+
+// payloadValue decodes a payload encoded by payloadJSON.
+func payloadValue(b []byte) *structpb.Value {
+	v := structpb.NewNullValue()
+	_ = json.Unmarshal(b, v)
+	return v
 }
 
 func validHeaderName(name string) bool {

@@ -22,10 +22,18 @@ import (
 	"github.com/sluicehq/sluice/retrytiers/delayline"
 )
 
-// StateReader reads the current state of jobs; delivery uses it to skip
-// jobs cancelled while they waited. cmd wires the projections store.
+// JobRun is where a job stands: its state, and the first attempt of its
+// current attempt budget (0 until it is retried by hand).
+type JobRun struct {
+	State       sluicev1.JobState
+	BudgetStart int32
+}
+
+// StateReader reads where jobs stand; delivery uses it to skip jobs
+// cancelled while they waited, and runs that a retry by hand replaced.
+// cmd wires the projections store.
 type StateReader interface {
-	JobStates(ctx context.Context, tenantID string, jobIDs []string) (map[string]sluicev1.JobState, error)
+	JobRuns(ctx context.Context, tenantID string, jobIDs []string) (map[string]JobRun, error)
 }
 
 // SecretSource returns a tenant's signing secret.
@@ -175,11 +183,11 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 		return nil, nil
 	}
 	if d.states != nil {
-		state, err := d.states.state(ctx, ev.TenantId, ev.JobId)
+		cur, err := d.states.state(ctx, ev.TenantId, ev.JobId)
 		if err != nil {
 			return nil, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
 		}
-		if state == sluicev1.JobState_JOB_STATE_CANCELLED {
+		if run.stale(cur) {
 			return nil, nil
 		}
 	}
@@ -217,9 +225,24 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 // run is one attempt to make.
 type run struct {
 	attempt int32
+	// budget is the first attempt of the job's current attempt budget
+	// (JobReady.budget_start); 0 means 1.
+	budget  int32
 	spec    *eventv1.JobSpec
 	history []*eventv1.JobAttempted
 }
+
+// stale reports whether r no longer stands: its job was cancelled after
+// r's budget began, or a retry by hand started a later budget.
+func (r run) stale(cur JobRun) bool {
+	if r.budget < cur.BudgetStart {
+		return true
+	}
+	return cur.State == sluicev1.JobState_JOB_STATE_CANCELLED && r.budget == cur.BudgetStart
+}
+
+// budgetAttempt is r's attempt counted within its budget (1-based).
+func (r run) budgetAttempt() int { return int(r.attempt - max(r.budget, 1) + 1) }
 
 // runFor reads the attempt an event asks for. A job.enqueued with a runAt
 // still to come is left to its timer.
@@ -232,7 +255,7 @@ func (d *Deliverer) runFor(ev *eventv1.Event) (run, bool) {
 			return run{}, false
 		}
 	case *eventv1.Event_JobReady:
-		r = run{attempt: b.JobReady.Attempt, spec: b.JobReady.GetSpec(), history: b.JobReady.History}
+		r = run{attempt: b.JobReady.Attempt, budget: b.JobReady.BudgetStart, spec: b.JobReady.GetSpec(), history: b.JobReady.History}
 	default:
 		return run{}, false
 	}
@@ -255,7 +278,7 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 	}
 	var follow *kgo.Record
 	if !res.OK() {
-		decision := retrytiers.ForJob(r.spec).Decide(int(r.attempt), failureOf(res), now, rand.Float64)
+		decision := retrytiers.ForJob(r.spec).Decide(r.budgetAttempt(), failureOf(res), now, rand.Float64)
 		if errors.Is(res.Err, ErrForbiddenAddress) {
 			decision = retrytiers.Decision{Dead: true, Reason: "permanent failure: " + res.Err.Error()}
 		}
@@ -267,7 +290,7 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 			due := now.Add(decision.Wait)
 			attempt.Outcome, attempt.NextAttemptAt = eventv1.Outcome_OUTCOME_RETRY, timestamppb.New(due)
 			next := eventlog.NewEvent(meta(1), &eventv1.JobReady{
-				Attempt: r.attempt + 1, Spec: r.spec, History: append(slices.Clip(r.history), attempt),
+				Attempt: r.attempt + 1, BudgetStart: r.budget, Spec: r.spec, History: append(slices.Clip(r.history), attempt),
 			})
 			follow, err = delayline.Schedule(d.cfg.Topics, next, due, now)
 		}
@@ -294,7 +317,7 @@ func (d *Deliverer) deferRun(rec *kgo.Record, ev *eventv1.Event, r run) ([]*kgo.
 		TenantID: ev.TenantId, JobID: ev.JobId, EventID: eventlog.DeriveID(rec, 0),
 		CausationID: ev.EventId, OccurredAt: now,
 		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "delivery"},
-	}, &eventv1.JobReady{Attempt: r.attempt, Spec: r.spec, History: r.history})
+	}, &eventv1.JobReady{Attempt: r.attempt, BudgetStart: r.budget, Spec: r.spec, History: r.history})
 	out, err := delayline.Schedule(d.cfg.Topics, ready, now.Add(d.cfg.DeferFor), now)
 	if err != nil {
 		return nil, err

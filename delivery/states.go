@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // stateBatcher gathers the state lookups of concurrent deliveries into one
@@ -28,8 +26,8 @@ type stateReq struct {
 }
 
 type stateReply struct {
-	state sluicev1.JobState
-	err   error
+	run JobRun
+	err error
 }
 
 func newStateBatcher(states StateReader, window time.Duration, max int) *stateBatcher {
@@ -43,21 +41,21 @@ func newStateBatcher(states StateReader, window time.Duration, max int) *stateBa
 	return b
 }
 
-// state returns the current state of one job.
-func (b *stateBatcher) state(ctx context.Context, tenantID, jobID string) (sluicev1.JobState, error) {
+// state returns where one job stands.
+func (b *stateBatcher) state(ctx context.Context, tenantID, jobID string) (JobRun, error) {
 	req := stateReq{tenantID: tenantID, jobID: jobID, reply: make(chan stateReply, 1)}
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return JobRun{}, ctx.Err()
 	case <-b.quit:
-		return 0, context.Canceled
+		return JobRun{}, context.Canceled
 	}
 	select {
 	case r := <-req.reply:
-		return r.state, r.err
+		return r.run, r.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return JobRun{}, ctx.Err()
 	}
 }
 
@@ -103,9 +101,9 @@ func (b *stateBatcher) lookup(batch []stateReq) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			states, err := b.states.JobStates(ctx, tenant, ids)
+			runs, err := b.states.JobRuns(ctx, tenant, ids)
 			for _, r := range reqs {
-				r.reply <- stateReply{state: states[r.jobID], err: err}
+				r.reply <- stateReply{run: runs[r.jobID], err: err}
 			}
 		}()
 	}

@@ -8,11 +8,13 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/log/eventlog"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
@@ -107,11 +109,15 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 	case *eventv1.Event_JobEnqueued:
 		tail, err = enqueuedArgs(ev, body.JobEnqueued.GetSpec(), at)
 	case *eventv1.Event_JobAttempted:
-		tail = attemptedArgs(body.JobAttempted, at)
+		tail, err = attemptedArgs(ev.JobId, body.JobAttempted, at)
 	case *eventv1.Event_JobReady:
 		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt()))}
 	case *eventv1.Event_JobCancelled:
 		tail = []any{"cancelled", micros(at)}
+	case *eventv1.Event_JobRetried:
+		tail = retriedArgs(ev, body.JobRetried, at)
+	case *eventv1.Event_JobPurged:
+		tail = []any{"purged", micros(at)}
 	default:
 		log.DebugContext(ctx, "skip event of unknown type", "event_id", ev.EventId, "type", ev.Type)
 		return call{}, false
@@ -121,7 +127,7 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 		return call{}, false
 	}
 	return call{
-		keys: []string{s.keys.job(ev.TenantId, ev.JobId), s.keys.epoch()},
+		keys: []string{s.keys.job(ev.TenantId, ev.JobId), s.keys.epoch(), s.keys.attempts(ev.TenantId, ev.JobId)},
 		args: append(head, tail...),
 	}, true
 }
@@ -206,8 +212,10 @@ func encodedFields(spec *eventv1.JobSpec) (map[string]string, error) {
 
 func marshalText(b []byte, err error) (string, error) { return string(b), err }
 
-// attemptedArgs are fold.lua's arguments from ARGV[5] for a job.attempted.
-func attemptedArgs(a *eventv1.JobAttempted, at time.Time) []any {
+// attemptedArgs are fold.lua's arguments from ARGV[5] for a job.attempted:
+// the attempt's effect on the job, the attempt itself for the attempts
+// hash, and the dead-letter index member for an attempt that ends the job.
+func attemptedArgs(jobID string, a *eventv1.JobAttempted, at time.Time) ([]any, error) {
 	to := ""
 	switch a.GetOutcome() {
 	case eventv1.Outcome_OUTCOME_SUCCEEDED:
@@ -221,10 +229,44 @@ func attemptedArgs(a *eventv1.JobAttempted, at time.Time) []any {
 	if a.GetNextAttemptAt() != nil {
 		next = micros(a.GetNextAttemptAt().AsTime())
 	}
+	encoded, err := encodeAttempt(a)
+	if err != nil {
+		return nil, err
+	}
 	return []any{
 		"attempted", micros(at), strconv.Itoa(int(a.GetAttempt())),
 		strconv.Itoa(int(a.GetStatusCode())), a.GetError(), to, next,
+		encoded, a.GetReason(), member(at, jobID),
+	}, nil
+}
+
+// encodeAttempt is how an attempt is kept in the attempts hash: its
+// event, deterministically encoded, so writing it again writes the same
+// bytes.
+func encodeAttempt(a *eventv1.JobAttempted) (string, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return "", fmt.Errorf("encode attempt %d: %w", a.GetAttempt(), err)
 	}
+	return string(b), nil
+}
+
+// retriedArgs are fold.lua's arguments from ARGV[5] for a job.retried.
+func retriedArgs(ev *eventv1.Event, r *eventv1.JobRetried, at time.Time) []any {
+	return []any{
+		"retried", micros(at), strconv.Itoa(int(r.GetBudgetStart())),
+		r.GetReason(), ActorName(ev.GetActor()), string(r.GetPayloadOverride()),
+	}
+}
+
+// ActorName is how an actor is shown in the read model: "api_key:<key
+// id>", "system:tiers"; "" for none.
+func ActorName(a *eventv1.Actor) string {
+	if a == nil {
+		return ""
+	}
+	kind := strings.ToLower(strings.TrimPrefix(a.GetKind().String(), "KIND_"))
+	return kind + ":" + a.GetId()
 }
 
 // micros formats t as Unix microseconds.

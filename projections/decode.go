@@ -38,6 +38,8 @@ func decodeJob(h map[string]string) (*sluicev1.Job, error) {
 		RunAt:          d.time("run_at"),
 		Timeout:        d.duration("timeout"),
 		LastStatusCode: d.int32("last_status_code"),
+		Retries:        d.int32("retries"),
+		LastRetry:      lastRetry(h, &d),
 	}
 	if t := new(sluicev1.Target); d.message("target", t) {
 		j.Target = t
@@ -54,6 +56,29 @@ func decodeJob(h map[string]string) (*sluicev1.Job, error) {
 		return nil, fmt.Errorf("decode job %s: %w", j.Id, d.err)
 	}
 	return j, nil
+}
+
+// live reports whether h is a job's hash: not missing, not a purged
+// job's tombstone.
+func live(h map[string]string) bool {
+	return len(h) > 0 && h["tombstone"] == ""
+}
+
+// lastRetry reads the latest retry by hand of a job, or nil.
+func lastRetry(h map[string]string, d *hashDecoder) *sluicev1.JobRetry {
+	at := d.time("retried_at")
+	if at == nil {
+		return nil
+	}
+	from, _ := parseState(h["retried_from"])
+	return &sluicev1.JobRetry{
+		At:                at,
+		Reason:            h["retry_reason"],
+		Actor:             h["retried_by"],
+		FromState:         from,
+		PayloadOverridden: h["payload_overridden"] == "1",
+		BudgetStart:       d.int32("budget_start"),
+	}
 }
 
 // payload parses a stored payload; one that is not JSON comes back as a

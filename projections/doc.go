@@ -17,12 +17,33 @@
 // job.enqueued creates the job (scheduled when its runAt is after the
 // event, else ready); a second one is ignored. job.attempted for an
 // attempt above the stored one records it (attempt, last status and
-// error) and moves the job to succeeded, retrying or dead by its outcome;
-// a cancelled job records it but stays cancelled. job.ready for an attempt
-// above the stored one makes a scheduled or retrying job ready.
-// job.cancelled cancels a job not yet succeeded, dead or cancelled.
-// Succeeded and dead jobs never change. Events about jobs never enqueued
-// and events of unknown types are skipped.
+// error, and the attempt itself in the job's attempts hash) and moves the
+// job to succeeded, retrying or dead by its outcome; a job that dies is
+// listed in the dead-letter indexes with the time and reason of its
+// death. A cancelled job records the attempt but stays cancelled.
+// job.ready for an attempt above the stored one makes a scheduled or
+// retrying job ready. job.cancelled cancels a job not yet succeeded, dead
+// or cancelled.
+//
+// job.retried makes a dead or cancelled job ready again when its new
+// budget start is above every attempt and every earlier retry of the job
+// (so a copy of an older retry changes nothing): it stores the budget
+// start, the retry's time, reason and actor and the state it left,
+// counts the retry, replaces the payload when the retry overrides it,
+// and takes the job off the dead-letter indexes. The job's attempt stays
+// until the next job.attempted; the job.ready written with the retry
+// finds the job ready and changes nothing.
+//
+// job.purged deletes a dead job: its hash, its attempts and its entries
+// in every index, with its count. What remains is a tombstone hash
+// holding only the purge's (partition, offset) and "tombstone", which
+// every later event of the job leaves as it is and which queries treat as
+// no job; it expires after 30 days, the events topic's retention. Any
+// other job ignores job.purged.
+//
+// Succeeded jobs never change; dead jobs change only by job.retried and
+// job.purged. Events about jobs never enqueued and events of unknown
+// types are skipped.
 //
 // Redis can be flushed, or emptied with Store.Rebuild, at any time: every
 // write carries the read model's epoch token, a write with a stale token is
@@ -44,16 +65,29 @@
 //	{prefix}epoch                               epoch token of the read model
 //	{prefix}ckpt:{topic}:{partition}            next offset to read
 //	{prefix}t:{tenant}:job:{id}                 hash: the job
+//	{prefix}t:{tenant}:job:{id}:attempts        hash: attempt number → its job.attempted body
 //	{prefix}t:{tenant}:jobs                     zset: every job of the tenant
 //	{prefix}t:{tenant}:q:{queue}:jobs           zset: jobs of a queue
 //	{prefix}t:{tenant}:s:{state}:jobs           zset: jobs in a state
 //	{prefix}t:{tenant}:q:{queue}:s:{state}:jobs zset: jobs of a queue in a state
 //	{prefix}t:{tenant}:q:{queue}:counts         hash: state → number of jobs
+//	{prefix}t:{tenant}:dlq                      zset: dead jobs, by time of death
+//	{prefix}t:{tenant}:q:{queue}:dlq            zset: dead jobs of a queue, by time of death
 //
-// Sorted-set members all have score 0 and read "{created}:{id}", where
-// created is the job's creation time in Unix microseconds as 16 lowercase
-// hex digits, so lexicographic order is creation order; listings walk them
-// newest first with ZRANGE … BYLEX REV and a page token is the last member
-// returned. States are the lowercase JobState names without their prefix
-// ("ready", "cancelled").
+// Sorted-set members all have score 0 and read "{time}:{id}", where time
+// is the job's creation time (in the dead-letter indexes: the time it
+// died) in Unix microseconds as 16 lowercase hex digits, so lexicographic
+// order is time order; listings walk them newest first with ZRANGE …
+// BYLEX REV and a page token is the last member returned. A dead job's
+// hash keeps its dead-letter member in "dlq_member", with "died_at" and
+// "dead_reason". Attempts are kept as protobuf (JobAttempted, encoded
+// deterministically), response excerpt and headers included: the
+// dead-letter listing and a retry's history read them. States are the
+// lowercase JobState names without their prefix ("ready", "cancelled").
+//
+// Dead letters are listed from the dead-letter indexes, filtered by time
+// of death through the index range, and by target and error by reading
+// those fields of each candidate. A read model folded by an earlier
+// version has no dead-letter indexes or attempts: rebuild it
+// (`sluice projections rebuild`).
 package projections

@@ -73,3 +73,14 @@ func timestampAt(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t)
 func ready(tenant, job string, attempt int32, at time.Time) *eventv1.Event {
 	return eventlog.NewEvent(eventlog.Meta{TenantID: tenant, JobID: job, OccurredAt: at}, &eventv1.JobReady{Attempt: attempt})
 }
+
+func retried(tenant, job string, budget int32, override string, at time.Time) *eventv1.Event {
+	return eventlog.NewEvent(eventlog.Meta{
+		TenantID: tenant, JobID: job, OccurredAt: at,
+		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_API_KEY, Id: "key-1"},
+	}, &eventv1.JobRetried{Reason: "fixed the receiver", PayloadOverride: []byte(override), BudgetStart: budget})
+}
+
+func purged(tenant, job string, at time.Time) *eventv1.Event {
+	return eventlog.NewEvent(eventlog.Meta{TenantID: tenant, JobID: job, OccurredAt: at}, &eventv1.JobPurged{Reason: "test"})
+}

@@ -4,23 +4,33 @@
 --
 -- KEYS[1]  the job hash, or the checkpoint for kind "ckpt"
 -- KEYS[2]  the epoch key
+-- KEYS[3]  the job's attempts hash (not for "ckpt")
 -- ARGV[1]  the epoch token the caller read; nothing is written unless it
 --          is still current
 -- ARGV[2]  the tenant's key base, "{prefix}t:{tenant}:"
 -- ARGV[3]  source partition
 -- ARGV[4]  source offset; for "ckpt" the next offset to read
--- ARGV[5]  kind: "enqueued", "attempted", "ready", "cancelled" or "ckpt"
+-- ARGV[5]  kind: "enqueued", "attempted", "ready", "cancelled", "retried",
+--          "purged" or "ckpt"
 -- ARGV[6]  occurred-at, Unix microseconds
 -- enqueued:  ARGV[7] state, ARGV[8] member, ARGV[9] escaped queue,
 --            ARGV[10..] field/value pairs of the job
 -- attempted: ARGV[7] attempt, ARGV[8] status code, ARGV[9] error,
---            ARGV[10] new state ("" for none), ARGV[11] next attempt at
+--            ARGV[10] new state ("" for none), ARGV[11] next attempt at,
+--            ARGV[12] the attempt event (protobuf), ARGV[13] why the job
+--            dies, ARGV[14] its dead-letter index member
 -- ready:     ARGV[7] the attempt about to run
+-- retried:   ARGV[7] the new budget's first attempt, ARGV[8] reason,
+--            ARGV[9] actor, ARGV[10] new payload ("" keeps the payload)
 --
 -- Returns 1 applied, 0 already applied (offset guard), 2 ignored by a fold
 -- rule, 3 unknown job, -1 stale epoch.
 
 local APPLIED, SEEN, IGNORED, UNKNOWN, STALE = 1, 0, 2, 3, -1
+
+-- TOMBSTONE_TTL is how long a purged job's tombstone outlives it, in
+-- seconds: 30 days, the events topic's retention.
+local TOMBSTONE_TTL = 2592000
 
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return STALE
@@ -42,10 +52,16 @@ if kind == 'ckpt' then
   return APPLIED
 end
 
-local cur = redis.call('HMGET', key, 'partition', 'offset', 'state', 'attempt', 'member', 'qkey')
+local cur = redis.call('HMGET', key, 'partition', 'offset', 'state', 'attempt', 'member', 'qkey',
+  'tombstone', 'budget_start', 'dlq_member')
 local exists = cur[5] and true or false
-if exists and cur[1] == part and le(off, cur[2]) then
+local tombstone = cur[7] and true or false
+if (exists or tombstone) and cur[1] == part and le(off, cur[2]) then
   return SEEN
+end
+-- A purged job stays purged.
+if tombstone then
+  return IGNORED
 end
 
 -- index adds (by 1) or removes (by -1) a job in a state's indexes and
@@ -67,6 +83,19 @@ local function move(from, to)
   if from ~= to then
     index(cur[5], cur[6], from, -1)
     index(cur[5], cur[6], to, 1)
+  end
+end
+
+-- dlq lists (by 1) or unlists (by -1) a dead job in the dead-letter
+-- indexes.
+local function dlq(member, by)
+  local all, q = base .. 'dlq', base .. 'q:' .. cur[6] .. ':dlq'
+  if by > 0 then
+    redis.call('ZADD', all, 0, member)
+    redis.call('ZADD', q, 0, member)
+  else
+    redis.call('ZREM', all, member)
+    redis.call('ZREM', q, member)
   end
 end
 
@@ -98,6 +127,7 @@ if kind == 'attempted' then
   end
   redis.call('HSET', key, 'partition', part, 'offset', off, 'attempt', ARGV[7],
     'last_status_code', ARGV[8], 'last_error', ARGV[9], 'updated_at', at)
+  redis.call('HSET', KEYS[3], ARGV[7], ARGV[12])
   local to = ARGV[10]
   if state == 'cancelled' or to == '' then
     return APPLIED
@@ -107,6 +137,10 @@ if kind == 'attempted' then
     redis.call('HSET', key, 'next_attempt_at', ARGV[11])
   else
     redis.call('HDEL', key, 'next_attempt_at')
+  end
+  if to == 'dead' then
+    redis.call('HSET', key, 'died_at', at, 'dead_reason', ARGV[13], 'dlq_member', ARGV[14])
+    dlq(ARGV[14], 1)
   end
   move(state, to)
   return APPLIED
@@ -129,6 +163,47 @@ if kind == 'cancelled' then
   redis.call('HSET', key, 'partition', part, 'offset', off, 'state', 'cancelled', 'updated_at', at)
   redis.call('HDEL', key, 'next_attempt_at')
   move(state, 'cancelled')
+  return APPLIED
+end
+
+if kind == 'retried' then
+  -- A retry starts above every attempt and every earlier retry: a copy of
+  -- an earlier retry finds its budget already used.
+  local budget = tonumber(ARGV[7])
+  if (state ~= 'dead' and state ~= 'cancelled') or budget <= tonumber(cur[4])
+    or budget <= tonumber(cur[8] or '0') then
+    return IGNORED
+  end
+  local overridden = '0'
+  if ARGV[10] ~= '' then
+    overridden = '1'
+    redis.call('HSET', key, 'payload', ARGV[10])
+  end
+  redis.call('HSET', key, 'partition', part, 'offset', off, 'state', 'ready', 'updated_at', at,
+    'budget_start', ARGV[7], 'retried_at', at, 'retry_reason', ARGV[8], 'retried_by', ARGV[9],
+    'retried_from', state, 'payload_overridden', overridden)
+  redis.call('HINCRBY', key, 'retries', 1)
+  redis.call('HDEL', key, 'next_attempt_at', 'died_at', 'dead_reason', 'dlq_member')
+  if cur[9] then
+    dlq(cur[9], -1)
+  end
+  move(state, 'ready')
+  return APPLIED
+end
+
+if kind == 'purged' then
+  if state ~= 'dead' then
+    return IGNORED
+  end
+  redis.call('ZREM', base .. 'jobs', cur[5])
+  redis.call('ZREM', base .. 'q:' .. cur[6] .. ':jobs', cur[5])
+  index(cur[5], cur[6], state, -1)
+  if cur[9] then
+    dlq(cur[9], -1)
+  end
+  redis.call('DEL', key, KEYS[3])
+  redis.call('HSET', key, 'partition', part, 'offset', off, 'tombstone', '1')
+  redis.call('EXPIRE', key, TOMBSTONE_TTL)
   return APPLIED
 end
 

@@ -30,6 +30,8 @@ type foldCase struct {
 	status  int32
 	lastErr string
 	nextAt  bool // next_attempt_at is set
+	// check, when set, checks more of the job.
+	check func(t *testing.T, j *sluicev1.Job)
 }
 
 const (
@@ -332,13 +334,29 @@ func checkJob(t *testing.T, s *projections.Store, tc foldCase) {
 	if j.Queue != queue || j.Id != job {
 		t.Errorf("got job %s of queue %s; want %s of %s", j.Id, j.Queue, job, queue)
 	}
+	if tc.check != nil {
+		tc.check(t, j)
+	}
 }
 
 // checkIndexes checks that the job is listed under its state only, and
-// counted once.
+// counted once, and listed as a dead letter only when dead.
 func checkIndexes(t *testing.T, s *projections.Store, tc foldCase) {
 	t.Helper()
 	ctx := context.Background()
+	wantDead := 0
+	if tc.state == sluicev1.JobState_JOB_STATE_DEAD && !tc.missing {
+		wantDead = 1
+	}
+	for _, q := range []string{"", queue} {
+		dls, _, err := s.ListDeadLetters(ctx, tenant, projections.DeadLetterQuery{DeadLetterFilter: projections.DeadLetterFilter{Queue: q}})
+		if err != nil {
+			t.Fatalf("ListDeadLetters: %v", err)
+		}
+		if len(dls) != wantDead {
+			t.Errorf("ListDeadLetters(queue %q): got %d dead letters; want %d", q, len(dls), wantDead)
+		}
+	}
 	counts, err := s.QueueCounts(ctx, tenant, queue)
 	if err != nil {
 		t.Fatalf("QueueCounts: %v", err)

@@ -33,6 +33,22 @@ func (k keys) job(tenantID, jobID string) string {
 	return k.tenant(tenantID) + "job:" + escape(jobID)
 }
 
+// attempts names the hash of a job's attempts: attempt number → the
+// attempt's event.
+func (k keys) attempts(tenantID, jobID string) string {
+	return k.job(tenantID, jobID) + ":attempts"
+}
+
+// dlq names the sorted set listing a tenant's dead jobs by time of death,
+// narrowed to a queue when queue is not empty.
+func (k keys) dlq(tenantID, queue string) string {
+	key := k.tenant(tenantID)
+	if queue != "" {
+		key += "q:" + escape(queue) + ":"
+	}
+	return key + "dlq"
+}
+
 // index names the sorted set listing a tenant's jobs, narrowed to a queue
 // when queue is not empty and to a state when state is not unspecified.
 func (k keys) index(tenantID, queue string, state sluicev1.JobState) string {
@@ -68,10 +84,17 @@ func parseState(name string) (sluicev1.JobState, bool) {
 // member.
 const memberHexLen = 16
 
-// member is a job's entry in the sorted sets: members sort by creation
-// time, then job id.
-func member(created time.Time, jobID string) string {
-	return fmt.Sprintf("%016x:%s", uint64(max(created.UnixMicro(), 0)), jobID)
+// member is a job's entry in the sorted sets: members sort by time (of
+// creation in the job indexes, of death in the dead-letter indexes), then
+// job id.
+func member(at time.Time, jobID string) string {
+	return timePrefix(at) + ":" + jobID
+}
+
+// timePrefix is the start of the members of time t: members of earlier
+// times sort before it, members of t and later after it.
+func timePrefix(t time.Time) string {
+	return fmt.Sprintf("%016x", uint64(max(t.UnixMicro(), 0)))
 }
 
 // memberJobID returns the job id in a member.

@@ -18,7 +18,7 @@ func (s *Store) GetJob(ctx context.Context, tenantID, jobID string) (*sluicev1.J
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", jobID, err)
 	}
-	if len(h) == 0 {
+	if !live(h) {
 		return nil, ErrNotFound
 	}
 	return decodeJob(h)
@@ -113,7 +113,7 @@ func (s *Store) jobs(ctx context.Context, tenantID string, members []string) ([]
 	}
 	jobs := make([]*sluicev1.Job, 0, len(cmds))
 	for _, c := range cmds {
-		if len(c.Val()) == 0 {
+		if !live(c.Val()) {
 			continue
 		}
 		j, err := decodeJob(c.Val())

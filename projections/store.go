@@ -48,6 +48,9 @@ type Store struct {
 	rdb  redis.UniversalClient
 	cfg  StoreConfig
 	keys keys
+	// deadScan is the most dead letters a ListDeadLetters page examines:
+	// MaxDeadLetterScan, less in tests.
+	deadScan int
 
 	mu     sync.Mutex
 	epoch  string // token of the read model this store writes to; "" = unknown
@@ -61,7 +64,7 @@ func NewStore(rdb redis.UniversalClient, cfg StoreConfig) *Store {
 		panic("projections: NewStore: nil redis client")
 	}
 	cfg = cfg.WithDefaults()
-	return &Store{rdb: rdb, cfg: cfg, keys: keys{prefix: cfg.Prefix}}
+	return &Store{rdb: rdb, cfg: cfg, keys: keys{prefix: cfg.Prefix}, deadScan: MaxDeadLetterScan}
 }
 
 // rebuildingPrefix starts the epoch key's value while Rebuild runs.

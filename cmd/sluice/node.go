@@ -120,7 +120,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 		d, err := delivery.New(delivery.Config{
 			Topics:     cfg.Topics,
 			Secrets:    tenantSecrets{dir},
-			States:     store,
+			States:     jobRuns{store},
 			Guard:      cfg.Guard,
 			MaxPerHost: perHostShare(cfg.DeliveryConcurrency),
 			Observer:   m,
@@ -273,6 +273,21 @@ func staticMember(cfg nodeConfig, m *metrics, role string) []kgo.Opt {
 		kgo.InstanceID(cfg.Topics.Prefix+role+"-"+cfg.NodeID),
 		kgo.SessionTimeout(15*time.Second),
 	)
+}
+
+// jobRuns gives delivery where jobs stand in the read model.
+type jobRuns struct{ store *projections.Store }
+
+func (j jobRuns) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (map[string]delivery.JobRun, error) {
+	runs, err := j.store.JobRuns(ctx, tenantID, jobIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]delivery.JobRun, len(runs))
+	for id, r := range runs {
+		out[id] = delivery.JobRun{State: r.State, BudgetStart: r.BudgetStart}
+	}
+	return out, nil
 }
 
 // tenantSecrets gives delivery the tenants' signing secrets.

@@ -51,17 +51,24 @@ func timersCrash(t *testing.T, prefix string, start crashTarget) {
 	recv := newReceiver(t)
 	s := start(t)
 	now := time.Now()
-	var ids []string
-	for i := 0; i < n; i++ {
-		var enq enqueueAnswer
-		runAt := now.Add(time.Second + time.Duration(i%50)*100*time.Millisecond)
-		if status, body := s.call(t, "JobService/Enqueue", map[string]any{"queue": "timers", "payload": i,
-			"target": map[string]string{"url": recv.URL + "/ok"}, "runAt": runAt.UTC().Format(time.RFC3339Nano)}, &enq); status != 200 {
-			t.Fatalf("Enqueue: HTTP %d %s", status, body)
-		}
-		ids = append(ids, enq.Job.ID)
+	jobs := make([]any, n)
+	for i := range jobs {
+		runAt := now.Add(2*time.Second + time.Duration(i%50)*100*time.Millisecond)
+		jobs[i] = map[string]any{"queue": "timers", "payload": i,
+			"target": map[string]string{"url": recv.URL + "/ok"}, "runAt": runAt.UTC().Format(time.RFC3339Nano)}
 	}
-	time.Sleep(time.Until(now.Add(2500 * time.Millisecond))) // some are due, most wait
+	var batch struct{ Results []enqueueAnswer }
+	if status, body := s.call(t, "JobService/EnqueueBatch", map[string]any{"jobs": jobs}, &batch); status != 200 {
+		t.Fatalf("EnqueueBatch: HTTP %d %s", status, body)
+	}
+	var ids []string
+	for _, r := range batch.Results {
+		if r.Job.State != "JOB_STATE_SCHEDULED" {
+			t.Fatalf("job %s enqueued %s, want JOB_STATE_SCHEDULED", r.Job.ID, r.Job.State)
+		}
+		ids = append(ids, r.Job.ID)
+	}
+	time.Sleep(time.Until(now.Add(3500 * time.Millisecond))) // some are due, most wait
 	s.kill()
 	s2 := start(t)
 	for _, id := range ids {

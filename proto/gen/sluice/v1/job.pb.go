@@ -318,8 +318,13 @@ type Job struct {
 	RetryPolicy    *RetryPolicy           `protobuf:"bytes,17,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	// The HTTP status of the latest delivery attempt, if any.
 	LastStatusCode int32 `protobuf:"varint,18,opt,name=last_status_code,json=lastStatusCode,proto3" json:"last_status_code,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The latest time the job was sent round again by hand (RetryJob or
+	// RetryDeadLetters); unset when it never was.
+	LastRetry *JobRetry `protobuf:"bytes,19,opt,name=last_retry,json=lastRetry,proto3" json:"last_retry,omitempty"`
+	// How many times the job was sent round again by hand.
+	Retries       int32 `protobuf:"varint,20,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -478,6 +483,202 @@ func (x *Job) GetLastStatusCode() int32 {
 	return 0
 }
 
+func (x *Job) GetLastRetry() *JobRetry {
+	if x != nil {
+		return x.LastRetry
+	}
+	return nil
+}
+
+func (x *Job) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+// JobRetry is a retry by hand of a dead or cancelled job. It starts a
+// fresh attempt budget: maxAttempts and the retry schedule count again
+// from budgetStart.
+type JobRetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Why, as the operator gave it; may be empty.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Who asked: "api_key:<key id>".
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The state the job left: JOB_STATE_DEAD or JOB_STATE_CANCELLED.
+	FromState JobState `protobuf:"varint,4,opt,name=from_state,json=fromState,proto3,enum=sluice.v1.JobState" json:"from_state,omitempty"`
+	// The payload was replaced (the job's payload is the new one).
+	PayloadOverridden bool `protobuf:"varint,5,opt,name=payload_overridden,json=payloadOverridden,proto3" json:"payload_overridden,omitempty"`
+	// The first attempt of the new budget.
+	BudgetStart   int32 `protobuf:"varint,6,opt,name=budget_start,json=budgetStart,proto3" json:"budget_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRetry) Reset() {
+	*x = JobRetry{}
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRetry) ProtoMessage() {}
+
+func (x *JobRetry) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRetry.ProtoReflect.Descriptor instead.
+func (*JobRetry) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobRetry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *JobRetry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *JobRetry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *JobRetry) GetFromState() JobState {
+	if x != nil {
+		return x.FromState
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobRetry) GetPayloadOverridden() bool {
+	if x != nil {
+		return x.PayloadOverridden
+	}
+	return false
+}
+
+func (x *JobRetry) GetBudgetStart() int32 {
+	if x != nil {
+		return x.BudgetStart
+	}
+	return 0
+}
+
+// JobAttempt is one finished delivery attempt of a job.
+type JobAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-based; numbering continues across retries by hand.
+	Attempt   int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Latency   *durationpb.Duration   `protobuf:"bytes,3,opt,name=latency,proto3" json:"latency,omitempty"`
+	// HTTP status; 0 when no response arrived.
+	StatusCode int32 `protobuf:"varint,4,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	// Empty on success.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// The first bytes of the response body, as text (invalid UTF-8
+	// replaced).
+	ResponseExcerpt string `protobuf:"bytes,6,opt,name=response_excerpt,json=responseExcerpt,proto3" json:"response_excerpt,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JobAttempt) Reset() {
+	*x = JobAttempt{}
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAttempt) ProtoMessage() {}
+
+func (x *JobAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
+func (*JobAttempt) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JobAttempt) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobAttempt) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *JobAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *JobAttempt) GetResponseExcerpt() string {
+	if x != nil {
+		return x.ResponseExcerpt
+	}
+	return ""
+}
+
 // Exponential backoff: initial * multiplier^(n-1), capped at max.
 type RetryPolicy_Exponential struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -490,7 +691,7 @@ type RetryPolicy_Exponential struct {
 
 func (x *RetryPolicy_Exponential) Reset() {
 	*x = RetryPolicy_Exponential{}
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +703,7 @@ func (x *RetryPolicy_Exponential) String() string {
 func (*RetryPolicy_Exponential) ProtoMessage() {}
 
 func (x *RetryPolicy_Exponential) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +758,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12\x10\n" +
-	"\x03max\x18\x03 \x01(\tR\x03max\"\xe3\x06\n" +
+	"\x03max\x18\x03 \x01(\tR\x03max\"\xb1\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12)\n" +
@@ -580,10 +781,31 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x06run_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x123\n" +
 	"\atimeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x129\n" +
 	"\fretry_policy\x18\x11 \x01(\v2\x16.sluice.v1.RetryPolicyR\vretryPolicy\x12(\n" +
-	"\x10last_status_code\x18\x12 \x01(\x05R\x0elastStatusCode\x1a:\n" +
+	"\x10last_status_code\x18\x12 \x01(\x05R\x0elastStatusCode\x122\n" +
+	"\n" +
+	"last_retry\x18\x13 \x01(\v2\x13.sluice.v1.JobRetryR\tlastRetry\x12\x18\n" +
+	"\aretries\x18\x14 \x01(\x05R\aretries\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
+	"\bJobRetry\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x122\n" +
+	"\n" +
+	"from_state\x18\x04 \x01(\x0e2\x13.sluice.v1.JobStateR\tfromState\x12-\n" +
+	"\x12payload_overridden\x18\x05 \x01(\bR\x11payloadOverridden\x12!\n" +
+	"\fbudget_start\x18\x06 \x01(\x05R\vbudgetStart\"\xf8\x01\n" +
+	"\n" +
+	"JobAttempt\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x129\n" +
+	"\n" +
+	"started_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x123\n" +
+	"\alatency\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1f\n" +
+	"\vstatus_code\x18\x04 \x01(\x05R\n" +
+	"statusCode\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12)\n" +
+	"\x10response_excerpt\x18\x06 \x01(\tR\x0fresponseExcerpt*\xc8\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n" +
@@ -612,37 +834,44 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(JobState)(0),                   // 0: sluice.v1.JobState
 	(Priority)(0),                   // 1: sluice.v1.Priority
 	(*Target)(nil),                  // 2: sluice.v1.Target
 	(*RetryPolicy)(nil),             // 3: sluice.v1.RetryPolicy
 	(*Job)(nil),                     // 4: sluice.v1.Job
-	(*RetryPolicy_Exponential)(nil), // 5: sluice.v1.RetryPolicy.Exponential
-	nil,                             // 6: sluice.v1.Job.HeadersEntry
-	(*structpb.Value)(nil),          // 7: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 9: google.protobuf.Duration
+	(*JobRetry)(nil),                // 5: sluice.v1.JobRetry
+	(*JobAttempt)(nil),              // 6: sluice.v1.JobAttempt
+	(*RetryPolicy_Exponential)(nil), // 7: sluice.v1.RetryPolicy.Exponential
+	nil,                             // 8: sluice.v1.Job.HeadersEntry
+	(*structpb.Value)(nil),          // 9: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 11: google.protobuf.Duration
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	5,  // 0: sluice.v1.RetryPolicy.exponential:type_name -> sluice.v1.RetryPolicy.Exponential
+	7,  // 0: sluice.v1.RetryPolicy.exponential:type_name -> sluice.v1.RetryPolicy.Exponential
 	0,  // 1: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	7,  // 2: sluice.v1.Job.payload:type_name -> google.protobuf.Value
+	9,  // 2: sluice.v1.Job.payload:type_name -> google.protobuf.Value
 	2,  // 3: sluice.v1.Job.target:type_name -> sluice.v1.Target
-	8,  // 4: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: sluice.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: sluice.v1.Job.next_attempt_at:type_name -> google.protobuf.Timestamp
+	10, // 4: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	10, // 5: sluice.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 6: sluice.v1.Job.next_attempt_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: sluice.v1.Job.priority:type_name -> sluice.v1.Priority
-	6,  // 8: sluice.v1.Job.headers:type_name -> sluice.v1.Job.HeadersEntry
-	8,  // 9: sluice.v1.Job.run_at:type_name -> google.protobuf.Timestamp
-	9,  // 10: sluice.v1.Job.timeout:type_name -> google.protobuf.Duration
+	8,  // 8: sluice.v1.Job.headers:type_name -> sluice.v1.Job.HeadersEntry
+	10, // 9: sluice.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	11, // 10: sluice.v1.Job.timeout:type_name -> google.protobuf.Duration
 	3,  // 11: sluice.v1.Job.retry_policy:type_name -> sluice.v1.RetryPolicy
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 12: sluice.v1.Job.last_retry:type_name -> sluice.v1.JobRetry
+	10, // 13: sluice.v1.JobRetry.at:type_name -> google.protobuf.Timestamp
+	0,  // 14: sluice.v1.JobRetry.from_state:type_name -> sluice.v1.JobState
+	10, // 15: sluice.v1.JobAttempt.started_at:type_name -> google.protobuf.Timestamp
+	11, // 16: sluice.v1.JobAttempt.latency:type_name -> google.protobuf.Duration
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -660,7 +889,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

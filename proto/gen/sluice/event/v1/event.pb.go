@@ -161,6 +161,8 @@ type Event struct {
 	//	*Event_JobAttempted
 	//	*Event_JobCancelled
 	//	*Event_JobReady
+	//	*Event_JobRetried
+	//	*Event_JobPurged
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -295,6 +297,24 @@ func (x *Event) GetJobReady() *JobReady {
 	return nil
 }
 
+func (x *Event) GetJobRetried() *JobRetried {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobRetried); ok {
+			return x.JobRetried
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobPurged() *JobPurged {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobPurged); ok {
+			return x.JobPurged
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -315,6 +335,14 @@ type Event_JobReady struct {
 	JobReady *JobReady `protobuf:"bytes,19,opt,name=job_ready,json=jobReady,proto3,oneof"`
 }
 
+type Event_JobRetried struct {
+	JobRetried *JobRetried `protobuf:"bytes,20,opt,name=job_retried,json=jobRetried,proto3,oneof"`
+}
+
+type Event_JobPurged struct {
+	JobPurged *JobPurged `protobuf:"bytes,21,opt,name=job_purged,json=jobPurged,proto3,oneof"`
+}
+
 func (*Event_JobEnqueued) isEvent_Body() {}
 
 func (*Event_JobAttempted) isEvent_Body() {}
@@ -322,6 +350,10 @@ func (*Event_JobAttempted) isEvent_Body() {}
 func (*Event_JobCancelled) isEvent_Body() {}
 
 func (*Event_JobReady) isEvent_Body() {}
+
+func (*Event_JobRetried) isEvent_Body() {}
+
+func (*Event_JobPurged) isEvent_Body() {}
 
 // Actor is who or what caused an event.
 type Actor struct {
@@ -724,7 +756,12 @@ type JobReady struct {
 	Attempt int32    `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Spec    *JobSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// The job's earlier attempts, oldest first.
-	History       []*JobAttempted `protobuf:"bytes,3,rep,name=history,proto3" json:"history,omitempty"`
+	History []*JobAttempted `protobuf:"bytes,3,rep,name=history,proto3" json:"history,omitempty"`
+	// The attempt at which the job's current attempt budget began: the
+	// spec's max_attempts and retry schedule count attempts from here, so
+	// attempt budget_start is the budget's first. 0 means 1: the job was
+	// never retried by hand. Delivery copies it into the next JobReady.
+	BudgetStart   int32 `protobuf:"varint,4,opt,name=budget_start,json=budgetStart,proto3" json:"budget_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -780,6 +817,136 @@ func (x *JobReady) GetHistory() []*JobAttempted {
 	return nil
 }
 
+func (x *JobReady) GetBudgetStart() int32 {
+	if x != nil {
+		return x.BudgetStart
+	}
+	return 0
+}
+
+// JobRetried sends a dead or cancelled job round again (RetryJob,
+// RetryDeadLetters). It is written together with the JobReady that runs
+// the job, in one transaction; the envelope's actor is who asked.
+type JobRetried struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, as the operator gave it; may be empty.
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The job's new payload as JSON text; empty keeps the payload.
+	PayloadOverride []byte `protobuf:"bytes,2,opt,name=payload_override,json=payloadOverride,proto3" json:"payload_override,omitempty"`
+	// The attempt about to run, which starts a fresh attempt budget: the
+	// JobReady's attempt and budget_start.
+	BudgetStart int32 `protobuf:"varint,3,opt,name=budget_start,json=budgetStart,proto3" json:"budget_start,omitempty"`
+	// The state the job leaves: JOB_STATE_DEAD or JOB_STATE_CANCELLED.
+	FromState     v1.JobState `protobuf:"varint,4,opt,name=from_state,json=fromState,proto3,enum=sluice.v1.JobState" json:"from_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRetried) Reset() {
+	*x = JobRetried{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRetried) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRetried) ProtoMessage() {}
+
+func (x *JobRetried) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRetried.ProtoReflect.Descriptor instead.
+func (*JobRetried) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobRetried) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *JobRetried) GetPayloadOverride() []byte {
+	if x != nil {
+		return x.PayloadOverride
+	}
+	return nil
+}
+
+func (x *JobRetried) GetBudgetStart() int32 {
+	if x != nil {
+		return x.BudgetStart
+	}
+	return 0
+}
+
+func (x *JobRetried) GetFromState() v1.JobState {
+	if x != nil {
+		return x.FromState
+	}
+	return v1.JobState(0)
+}
+
+// JobPurged deletes a dead job from the read model for good: its
+// dead letter can no longer be listed, retried or read. The log keeps its
+// history until retention removes it.
+type JobPurged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobPurged) Reset() {
+	*x = JobPurged{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobPurged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobPurged) ProtoMessage() {}
+
+func (x *JobPurged) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobPurged.ProtoReflect.Descriptor instead.
+func (*JobPurged) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *JobPurged) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Timer is one record of a delay line (sluice.retry.<delay>): an event to
 // append to sluice.events once due_at has come.
 type Timer struct {
@@ -792,7 +959,7 @@ type Timer struct {
 
 func (x *Timer) Reset() {
 	*x = Timer{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +971,7 @@ func (x *Timer) String() string {
 func (*Timer) ProtoMessage() {}
 
 func (x *Timer) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +984,7 @@ func (x *Timer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timer.ProtoReflect.Descriptor instead.
 func (*Timer) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Timer) GetEvent() *Event {
@@ -852,7 +1019,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1031,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1044,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeadLetter) GetTenantId() string {
@@ -926,7 +1093,7 @@ var File_sluice_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xb0\x04\n" +
+	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xad\x05\n" +
 	"\x05Event\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x12\n" +
@@ -940,7 +1107,11 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\fjob_enqueued\x18\x10 \x01(\v2\x1c.sluice.event.v1.JobEnqueuedH\x00R\vjobEnqueued\x12D\n" +
 	"\rjob_attempted\x18\x11 \x01(\v2\x1d.sluice.event.v1.JobAttemptedH\x00R\fjobAttempted\x12D\n" +
 	"\rjob_cancelled\x18\x12 \x01(\v2\x1d.sluice.event.v1.JobCancelledH\x00R\fjobCancelled\x128\n" +
-	"\tjob_ready\x18\x13 \x01(\v2\x19.sluice.event.v1.JobReadyH\x00R\bjobReadyB\x06\n" +
+	"\tjob_ready\x18\x13 \x01(\v2\x19.sluice.event.v1.JobReadyH\x00R\bjobReady\x12>\n" +
+	"\vjob_retried\x18\x14 \x01(\v2\x1b.sluice.event.v1.JobRetriedH\x00R\n" +
+	"jobRetried\x12;\n" +
+	"\n" +
+	"job_purged\x18\x15 \x01(\v2\x1a.sluice.event.v1.JobPurgedH\x00R\tjobPurgedB\x06\n" +
 	"\x04body\"\x9a\x01\n" +
 	"\x05Actor\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.sluice.event.v1.Actor.KindR\x04kind\x12\x0e\n" +
@@ -987,11 +1158,21 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
 	"\fJobCancelled\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xae\x01\n" +
 	"\bJobReady\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12,\n" +
 	"\x04spec\x18\x02 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\x127\n" +
-	"\ahistory\x18\x03 \x03(\v2\x1d.sluice.event.v1.JobAttemptedR\ahistory\"h\n" +
+	"\ahistory\x18\x03 \x03(\v2\x1d.sluice.event.v1.JobAttemptedR\ahistory\x12!\n" +
+	"\fbudget_start\x18\x04 \x01(\x05R\vbudgetStart\"\xa6\x01\n" +
+	"\n" +
+	"JobRetried\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12)\n" +
+	"\x10payload_override\x18\x02 \x01(\fR\x0fpayloadOverride\x12!\n" +
+	"\fbudget_start\x18\x03 \x01(\x05R\vbudgetStart\x122\n" +
+	"\n" +
+	"from_state\x18\x04 \x01(\x0e2\x13.sluice.v1.JobStateR\tfromState\"#\n" +
+	"\tJobPurged\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"h\n" +
 	"\x05Timer\x12,\n" +
 	"\x05event\x18\x01 \x01(\v2\x16.sluice.event.v1.EventR\x05event\x121\n" +
 	"\x06due_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\"\xf6\x01\n" +
@@ -1022,7 +1203,7 @@ func file_sluice_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_event_v1_event_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: sluice.event.v1.Outcome
 	(Actor_Kind)(0),               // 1: sluice.event.v1.Actor.Kind
@@ -1033,49 +1214,55 @@ var file_sluice_event_v1_event_proto_goTypes = []any{
 	(*JobAttempted)(nil),          // 6: sluice.event.v1.JobAttempted
 	(*JobCancelled)(nil),          // 7: sluice.event.v1.JobCancelled
 	(*JobReady)(nil),              // 8: sluice.event.v1.JobReady
-	(*Timer)(nil),                 // 9: sluice.event.v1.Timer
-	(*DeadLetter)(nil),            // 10: sluice.event.v1.DeadLetter
-	nil,                           // 11: sluice.event.v1.JobSpec.HeadersEntry
-	nil,                           // 12: sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*v1.Target)(nil),             // 14: sluice.v1.Target
-	(v1.Priority)(0),              // 15: sluice.v1.Priority
-	(*v1.RetryPolicy)(nil),        // 16: sluice.v1.RetryPolicy
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*JobRetried)(nil),            // 9: sluice.event.v1.JobRetried
+	(*JobPurged)(nil),             // 10: sluice.event.v1.JobPurged
+	(*Timer)(nil),                 // 11: sluice.event.v1.Timer
+	(*DeadLetter)(nil),            // 12: sluice.event.v1.DeadLetter
+	nil,                           // 13: sluice.event.v1.JobSpec.HeadersEntry
+	nil,                           // 14: sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*v1.Target)(nil),             // 16: sluice.v1.Target
+	(v1.Priority)(0),              // 17: sluice.v1.Priority
+	(*v1.RetryPolicy)(nil),        // 18: sluice.v1.RetryPolicy
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(v1.JobState)(0),              // 20: sluice.v1.JobState
 }
 var file_sluice_event_v1_event_proto_depIdxs = []int32{
-	13, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	15, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: sluice.event.v1.Event.actor:type_name -> sluice.event.v1.Actor
 	5,  // 2: sluice.event.v1.Event.job_enqueued:type_name -> sluice.event.v1.JobEnqueued
 	6,  // 3: sluice.event.v1.Event.job_attempted:type_name -> sluice.event.v1.JobAttempted
 	7,  // 4: sluice.event.v1.Event.job_cancelled:type_name -> sluice.event.v1.JobCancelled
 	8,  // 5: sluice.event.v1.Event.job_ready:type_name -> sluice.event.v1.JobReady
-	1,  // 6: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
-	14, // 7: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
-	13, // 8: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	15, // 9: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
-	16, // 10: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
-	17, // 11: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	11, // 12: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
-	13, // 13: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 14: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
-	13, // 15: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
-	17, // 16: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
-	12, // 17: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	0,  // 18: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
-	13, // 19: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
-	4,  // 20: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 21: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
-	2,  // 22: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
-	13, // 23: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
-	4,  // 24: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 25: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
-	13, // 26: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	9,  // 6: sluice.event.v1.Event.job_retried:type_name -> sluice.event.v1.JobRetried
+	10, // 7: sluice.event.v1.Event.job_purged:type_name -> sluice.event.v1.JobPurged
+	1,  // 8: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
+	16, // 9: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
+	15, // 10: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	17, // 11: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
+	18, // 12: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
+	19, // 13: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	13, // 14: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
+	15, // 15: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 16: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
+	15, // 17: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
+	19, // 18: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
+	14, // 19: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	0,  // 20: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
+	15, // 21: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
+	4,  // 22: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 23: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
+	20, // 24: sluice.event.v1.JobRetried.from_state:type_name -> sluice.v1.JobState
+	2,  // 25: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
+	15, // 26: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
+	4,  // 27: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 28: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
+	15, // 29: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_event_proto_init() }
@@ -1088,6 +1275,8 @@ func file_sluice_event_v1_event_proto_init() {
 		(*Event_JobAttempted)(nil),
 		(*Event_JobCancelled)(nil),
 		(*Event_JobReady)(nil),
+		(*Event_JobRetried)(nil),
+		(*Event_JobPurged)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1095,7 +1284,7 @@ func file_sluice_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_event_proto_rawDesc), len(file_sluice_event_v1_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
