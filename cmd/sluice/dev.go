@@ -33,6 +33,7 @@ func runDev(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the HTTP API")
 	apiKey := fs.String("api-key", "", "API key of the dev tenant; generated and kept in --data-dir when empty")
 	maxPayload := fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted")
+	concurrency := fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them")
 	logs := addLogFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -97,7 +98,7 @@ func runDev(ctx context.Context, args []string) error {
 		NodeID:              "dev",
 		Guard:               delivery.Guard{AllowLoopback: true},
 		Limits:              api.Limits{MaxPayloadBytes: *maxPayload},
-		DeliveryConcurrency: 256,
+		DeliveryConcurrency: *concurrency,
 		Logger:              logger,
 	})
 	if err != nil {

@@ -11,7 +11,8 @@ import (
 
 // TestFailingTargetDoesNotSlowHealthyOnes interleaves 1,000 jobs to a
 // target that fails slowly with 100 jobs to a healthy one: the healthy
-// jobs' delivery latency stays within 2× of a run without failures.
+// jobs' delivery latency stays within 2× of the same traffic without
+// failures (the 1,000 jobs going to a target that answers at once).
 //
 // It measures latency, so it does not run in parallel with the package's
 // other tests.
@@ -22,11 +23,17 @@ func TestFailingTargetDoesNotSlowHealthyOnes(t *testing.T) {
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	t.Cleanup(failing.Close)
-	s := startSluice(t, "", "dev", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0")
+	fine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(fine.Close)
+	// 64 slots per partition: the failing target's 250 jobs per partition
+	// would take them all without its share.
+	s := startSluice(t, "", "dev", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--delivery-concurrency", "64")
 
-	// run enqueues healthyN healthy jobs, with failEvery failing jobs
-	// before each, and returns the healthy jobs' delivery latencies.
-	run := func(t *testing.T, queue string, failEvery int) []time.Duration {
+	// run enqueues healthyN healthy jobs, with ten jobs to other before
+	// each, and returns the healthy jobs' delivery latencies.
+	run := func(t *testing.T, queue, other string) []time.Duration {
 		const healthyN = 100
 		sent := make(map[string]time.Time)
 		var acks []time.Duration
@@ -38,14 +45,14 @@ func TestFailingTargetDoesNotSlowHealthyOnes(t *testing.T) {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 8)
 		for i := 0; i < healthyN; i++ {
-			for f := 0; f < failEvery; f++ {
+			for f := 0; f < 10; f++ {
 				sem <- struct{}{}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
 					s.call(t, "JobService/Enqueue", map[string]any{"queue": queue, "payload": f,
-						"target": map[string]string{"url": failing.URL + "/x"}, "maxAttempts": 2,
+						"target": map[string]string{"url": other + "/x"}, "maxAttempts": 2,
 						"retryPolicy": map[string]any{"schedule": []string{"1s"}}}, nil)
 				}()
 			}
@@ -76,13 +83,13 @@ func TestFailingTargetDoesNotSlowHealthyOnes(t *testing.T) {
 		slices.Sort(lat)
 		return lat
 	}
-	baseline := run(t, "baseline", 0)
-	mixed := run(t, "mixed", 10)
+	baseline := run(t, "baseline", fine.URL)
+	mixed := run(t, "mixed", failing.URL)
 	p50b, p90b := baseline[len(baseline)/2], baseline[len(baseline)*9/10]
 	p50m, p90m := mixed[len(mixed)/2], mixed[len(mixed)*9/10]
-	t.Logf("healthy delivery latency: baseline p50 %s p90 %s; beside 1,000 failing jobs p50 %s p90 %s", p50b, p90b, p50m, p90m)
-	// 2× the baseline, with 20ms of slack for a loaded 2-core machine.
-	if p50m > 2*p50b+20*time.Millisecond || p90m > 2*p90b+20*time.Millisecond {
+	t.Logf("healthy delivery latency beside 1,000 jobs: succeeding p50 %s p90 %s; failing slowly p50 %s p90 %s", p50b, p90b, p50m, p90m)
+	// 2× the baseline, with 10ms of slack for a shared 2-core machine.
+	if p50m > 2*p50b+10*time.Millisecond || p90m > 2*p90b+10*time.Millisecond {
 		t.Errorf("healthy jobs slowed by failing ones: p50 %s (baseline %s), p90 %s (baseline %s)", p50m, p50b, p90m, p90b)
 	}
 }
