@@ -38,12 +38,12 @@ type call struct {
 
 // Apply folds recs, records of the events topic, into the read model and
 // advances the checkpoint of every partition in recs past its last record,
-// all in one MULTI/EXEC. Applying records again, in any order, changes
+// in one pipeline. Applying records again, in any order, changes
 // nothing. Records that cannot be decoded, of unknown types, or about jobs
 // that were never enqueued are skipped (and logged); they still count as
-// read. Apply returns ErrEpochChanged, having written nothing, when the
-// read model was reset since the store last wrote to it, and
-// ErrRebuilding while Rebuild runs.
+// read. Apply returns ErrEpochChanged when the read model was reset since
+// the store last wrote to it (every fold checks the epoch, so nothing lands
+// in the new one), and ErrRebuilding while Rebuild runs.
 func (s *Store) Apply(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -272,32 +272,38 @@ func ActorName(a *eventv1.Actor) string {
 // micros formats t as Unix microseconds.
 func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
 
-// exec runs calls in one MULTI/EXEC and returns their results. The script
-// is loaded first; after NOSCRIPT (a restarted or flushed Redis) nothing
-// was written, and exec loads it and tries once more.
+// exec runs calls in one pipeline, in order, and returns their results.
+// The script is loaded first; after NOSCRIPT (a restarted or flushed
+// Redis) nothing was written, and exec loads it and tries once more.
+//
+// The pipeline is not a MULTI/EXEC: each fold is atomic on its own and
+// guarded by its source offset, and the checkpoints come last, so a batch
+// cut short is simply applied again. Without MULTI, Redis serves other
+// clients (delivery's state checks, API reads) between the folds instead
+// of after a whole batch.
 func (s *Store) exec(ctx context.Context, calls []call) ([]int64, error) {
 	if err := s.loadScript(ctx, false); err != nil {
 		return nil, err
 	}
-	results, err := s.multi(ctx, calls)
+	results, err := s.pipeline(ctx, calls)
 	if isNoScript(err) {
 		if err := s.loadScript(ctx, true); err != nil {
 			return nil, err
 		}
-		results, err = s.multi(ctx, calls)
+		results, err = s.pipeline(ctx, calls)
 	}
 	return results, err
 }
 
-func (s *Store) multi(ctx context.Context, calls []call) ([]int64, error) {
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+func (s *Store) pipeline(ctx context.Context, calls []call) ([]int64, error) {
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range calls {
 			p.EvalSha(ctx, foldScript.Hash(), c.keys, c.args...)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("apply %d folds in one transaction: %w", len(calls), err)
+		return nil, fmt.Errorf("apply %d folds: %w", len(calls), err)
 	}
 	results := make([]int64, 0, len(cmds))
 	for _, c := range cmds {

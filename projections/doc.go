@@ -4,10 +4,10 @@
 //
 // # Guarantees
 //
-// Store.Apply writes a batch of records and the checkpoint of every
-// partition in it in one MULTI/EXEC: Redis holds all of a batch or none of
-// it, and a partition's checkpoint (the next offset to read) never covers a
-// record whose effect is missing. Every job hash stores the (partition,
+// Store.Apply writes a batch of records and then the checkpoint of every
+// partition in it, in one pipeline: each fold is one atomic script call,
+// and a partition's checkpoint (the next offset to read) is written after
+// the batch's folds, so it never covers a record whose effect is missing. Every job hash stores the (partition,
 // offset) of the last event applied to it and ignores events at or below
 // that offset, and the folds themselves ignore duplicate events at later
 // offsets, so applying any record again changes nothing.
