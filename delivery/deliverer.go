@@ -72,12 +72,15 @@ type Config struct {
 	// MaxTimeout caps a job's own timeout. Default 5m.
 	MaxTimeout time.Duration
 	// MaxPerHost is the attempts in flight to one host:port from one
-	// partition; an attempt beyond it is deferred by DeferFor without
-	// counting as an attempt. Set it below the runner's per-partition
+	// partition; an attempt beyond it waits up to SlotWait for a slot, and
+	// is then deferred by DeferFor without counting as an attempt. Set it below the runner's per-partition
 	// concurrency: a slow or hanging target then holds at most this many
 	// of a partition's slots and healthy targets' jobs keep the rest.
 	// Default 224.
 	MaxPerHost int
+	// SlotWait is how long an attempt waits for its target's slot before
+	// it is deferred. Default 100ms.
+	SlotWait time.Duration
 	// DeferFor is how long an attempt deferred by MaxPerHost waits.
 	// Default 1s.
 	DeferFor time.Duration
@@ -105,6 +108,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxPerHost == 0 {
 		c.MaxPerHost = 224
+	}
+	if c.SlotWait == 0 {
+		c.SlotWait = 100 * time.Millisecond
 	}
 	if c.DeferFor == 0 {
 		c.DeferFor = time.Second
@@ -148,7 +154,7 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now), hosts: newHostLimiter(cfg.MaxPerHost)}
+	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now), hosts: newHostLimiter(cfg.MaxPerHost, cfg.SlotWait)}
 	if cfg.States != nil {
 		d.states = newStateBatcher(cfg.States, time.Millisecond, 512)
 	}
@@ -196,7 +202,8 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 		d.cfg.Observer.Deferred(run.spec.Queue)
 		return d.deferRun(rec, ev, run)
 	}
-	defer d.hosts.release(host)
+	started := d.cfg.Now()
+	defer func() { d.hosts.release(host, d.cfg.Now().Sub(started)) }()
 	secret, err := d.cfg.Secrets.SigningSecret(ev.TenantId)
 	if err != nil {
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)
@@ -205,7 +212,6 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 	if err != nil {
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)
 	}
-	started := d.cfg.Now()
 	res := d.poster.Post(ctx, Request{
 		URL:     run.spec.GetTarget().GetUrl(),
 		ID:      ev.JobId,

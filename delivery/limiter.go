@@ -1,36 +1,71 @@
 package delivery
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // hostLimiter caps the attempts in flight per key (a target's host:port and
 // the source partition). A slow or hanging target fills its own share of a
 // partition's slots, not all of them: an attempt that finds its share full
-// is deferred, and healthy targets' jobs behind it go ahead.
+// is deferred, so healthy targets' jobs behind it go ahead. A target that
+// answers quickly frees slots quickly: there the attempt waits up to the
+// limiter's wait for one rather than being deferred.
 type hostLimiter struct {
-	max      int
-	mu       sync.Mutex
-	inFlight map[string]int
+	max  int
+	wait time.Duration
+
+	mu    sync.Mutex
+	slots map[string]*hostSlots
 }
 
-func newHostLimiter(max int) *hostLimiter {
-	return &hostLimiter{max: max, inFlight: make(map[string]int)}
+type hostSlots struct {
+	sem     chan struct{}
+	latency time.Duration // moving average of the target's recent attempts
 }
 
-// acquire takes a slot for host, or reports false when it has none free.
-func (l *hostLimiter) acquire(host string) bool {
+func newHostLimiter(max int, wait time.Duration) *hostLimiter {
+	return &hostLimiter{max: max, wait: wait, slots: make(map[string]*hostSlots)}
+}
+
+// acquire takes a slot for key; it reports false when the share is full
+// and the target is too slow to free one within the limiter's wait.
+func (l *hostLimiter) acquire(key string) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.inFlight[host] >= l.max {
+	h := l.slots[key]
+	if h == nil {
+		h = &hostSlots{sem: make(chan struct{}, l.max)}
+		l.slots[key] = h
+	}
+	fast := h.latency < l.wait
+	l.mu.Unlock()
+	select {
+	case h.sem <- struct{}{}:
+		return true
+	default:
+	}
+	if !fast {
 		return false
 	}
-	l.inFlight[host]++
-	return true
+	t := time.NewTimer(l.wait)
+	defer t.Stop()
+	select {
+	case h.sem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
-func (l *hostLimiter) release(host string) {
+// release frees key's slot and folds the attempt's latency into the
+// target's average.
+func (l *hostLimiter) release(key string, latency time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inFlight[host]--; l.inFlight[host] <= 0 {
-		delete(l.inFlight, host)
+	h := l.slots[key]
+	<-h.sem
+	h.latency += (latency - h.latency) / 8
+	if len(h.sem) == 0 && h.latency < l.wait {
+		delete(l.slots, key) // nothing in flight and nothing worth remembering
 	}
 }

@@ -370,7 +370,7 @@ func backlogPhase(ctx context.Context) []row {
 	}
 	logf("backlog: %d jobs queued; api node RSS %.0f MiB", n, api.rssMiB())
 	start := time.Now()
-	del := startSluice(prefix, "delivery", key)
+	del := startSluice(prefix, "delivery,tiers", key)
 	defer del.stop()
 	peak := &rssSampler{proc: del}
 	peak.start()
