@@ -198,12 +198,13 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 		}
 	}
 	host := fmt.Sprintf("%s/%d", hostOf(run.spec.GetTarget().GetUrl()), rec.Partition)
-	if !d.hosts.acquire(host) {
+	slot := d.hosts.acquire(host)
+	if slot == nil {
 		d.cfg.Observer.Deferred(run.spec.Queue)
 		return d.deferRun(rec, ev, run)
 	}
 	started := d.cfg.Now()
-	defer func() { d.hosts.release(host, d.cfg.Now().Sub(started)) }()
+	defer func() { d.hosts.release(host, slot, d.cfg.Now().Sub(started)) }()
 	secret, err := d.cfg.Secrets.SigningSecret(ev.TenantId)
 	if err != nil {
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)

@@ -21,6 +21,7 @@ type hostLimiter struct {
 
 type hostSlots struct {
 	sem     chan struct{}
+	waiting int           // attempts waiting for a slot; guarded by the limiter's mu
 	latency time.Duration // moving average of the target's recent attempts
 }
 
@@ -28,44 +29,51 @@ func newHostLimiter(max int, wait time.Duration) *hostLimiter {
 	return &hostLimiter{max: max, wait: wait, slots: make(map[string]*hostSlots)}
 }
 
-// acquire takes a slot for key; it reports false when the share is full
-// and the target is too slow to free one within the limiter's wait.
-func (l *hostLimiter) acquire(key string) bool {
+// acquire takes a slot for key and returns it for release; it returns
+// nil when the share is full and the target is too slow to free one within
+// the limiter's wait.
+func (l *hostLimiter) acquire(key string) *hostSlots {
 	l.mu.Lock()
 	h := l.slots[key]
 	if h == nil {
 		h = &hostSlots{sem: make(chan struct{}, l.max)}
 		l.slots[key] = h
 	}
-	fast := h.latency < l.wait
-	l.mu.Unlock()
 	select {
 	case h.sem <- struct{}{}:
-		return true
+		l.mu.Unlock()
+		return h
 	default:
 	}
-	if !fast {
-		return false
+	if h.latency >= l.wait {
+		l.mu.Unlock()
+		return nil
 	}
+	h.waiting++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		h.waiting--
+		l.mu.Unlock()
+	}()
 	t := time.NewTimer(l.wait)
 	defer t.Stop()
 	select {
 	case h.sem <- struct{}{}:
-		return true
+		return h
 	case <-t.C:
-		return false
+		return nil
 	}
 }
 
 // release frees key's slot and folds the attempt's latency into the
 // target's average.
-func (l *hostLimiter) release(key string, latency time.Duration) {
+func (l *hostLimiter) release(key string, h *hostSlots, latency time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	h := l.slots[key]
 	<-h.sem
 	h.latency += (latency - h.latency) / 8
-	if len(h.sem) == 0 && h.latency < l.wait {
+	if len(h.sem) == 0 && h.waiting == 0 && h.latency < l.wait && l.slots[key] == h {
 		delete(l.slots, key) // nothing in flight and nothing worth remembering
 	}
 }
