@@ -100,24 +100,24 @@ pid_of() { # name -> pid on stdout if the pid file names a live process of ours
 ours() { pid_of "$1" >/dev/null; }
 
 launch() { # name logfile cmd... — start cmd detached, in its own session, record its pid
-	local name=$1 out=$2
+	local name=$1 out=$2 i
 	shift 2
-	# Non-interactive shell: the background child is no process-group leader,
-	# so setsid execs in place and $! is the server's pid. The inner bash
-	# closes every inherited fd above 2 (our lock on fd 9, a caller's pipes)
-	# before exec'ing the server, so a long-lived server holds none of them.
-	setsid bash -c 'for fd in /proc/self/fd/*; do
+	rm -f "$STATE/$name.pid"
+	# setsid forks when its caller leads a process group, so $! is not
+	# always the server: the inner bash writes its own pid ($$), which the
+	# server keeps when it is exec'd. The inner bash also closes every
+	# inherited fd above 2 (our lock on fd 9, a caller's pipes) so a
+	# long-lived server holds none of them.
+	setsid bash -c 'printf "%s\n" "$$" >"$0"
+		for fd in /proc/self/fd/*; do
 			fd=${fd##*/}
 			if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
 		done
-		exec "$@"' _ "$@" </dev/null >>"$out" 2>&1 &
-	local pid=$! i
-	printf '%s\n' "$pid" >"$STATE/$name.pid"
-	# Until the forked child has exec'd, its cmdline is this script's, and
-	# pid_of would take it for a dead server: wait for the exec (max 5s).
+		exec "$@"' "$STATE/$name.pid" "$@" </dev/null >>"$out" 2>&1 &
+	# Wait (max 5s) until the server has exec'd: before that its cmdline is
+	# bash's, and pid_of would take it for a dead server.
 	for ((i = 0; i < 100; i++)); do
 		ours "$name" && return 0
-		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.05
 	done
 }
