@@ -215,7 +215,7 @@ func (r *Runner) loop(ctx context.Context) {
 		})
 		fetches.EachPartition(r.dispatch)
 		if now := time.Now(); !now.Before(nextCommit) {
-			r.commit(ctx)
+			r.commit()
 			nextCommit = now.Add(r.cfg.CommitInterval)
 		}
 	}
@@ -229,9 +229,7 @@ func (r *Runner) loop(ctx context.Context) {
 	for _, p := range parts {
 		p.drain()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	r.commit(ctx)
+	r.commit()
 }
 
 // assigned starts a worker for each new partition.
@@ -316,8 +314,12 @@ func (r *Runner) finished(p *partition, rec *kgo.Record, outs []*kgo.Record) {
 }
 
 // commit produces the finished records' outcomes and commits each
-// partition's committable offset in one transaction.
-func (r *Runner) commit(ctx context.Context) {
+// partition's committable offset in one transaction. It runs to its end
+// even while the runner stops (a stop never leaves a transaction open),
+// bounded by a timeout of its own.
+func (r *Runner) commit() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	r.mu.Lock()
 	outs := r.outputs
 	r.outputs = nil

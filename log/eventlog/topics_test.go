@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/log/eventlogtest"
 )
@@ -19,9 +21,17 @@ func TestCreateTopicsIsIdempotent(t *testing.T) {
 		if err := eventlog.CreateTopics(ctx, adm, c.Topics); err != nil {
 			t.Fatalf("second CreateTopics: %v", err)
 		}
-		details, err := adm.ListTopics(ctx)
-		if err != nil {
-			t.Fatal(err)
+		// A broker's metadata can lag its topic creation by a moment.
+		var details kadm.TopicDetails
+		for {
+			var err error
+			if details, err = adm.ListTopics(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(details) >= len(c.Topics.Specs()) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 		for _, spec := range c.Topics.Specs() {
 			d, ok := details[spec.Name]
