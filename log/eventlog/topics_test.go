@@ -28,7 +28,13 @@ func TestCreateTopicsIsIdempotent(t *testing.T) {
 			if details, err = adm.ListTopics(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if len(details) >= len(c.Topics.Specs()) || ctx.Err() != nil {
+			missing := false
+			for _, spec := range c.Topics.Specs() {
+				if _, ok := details[spec.Name]; !ok {
+					missing = true
+				}
+			}
+			if !missing || ctx.Err() != nil {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
