@@ -113,12 +113,15 @@ func (t Topics) Specs() []TopicSpec {
 	return specs
 }
 
-// CreateTopics creates every topic of t that does not exist yet. It is
-// idempotent: existing topics are left as they are.
+// CreateTopics creates every topic of t that does not exist yet and waits
+// until the broker's metadata shows all of them (a new topic is not served
+// at once). It is idempotent: existing topics are left as they are.
 func CreateTopics(ctx context.Context, adm *kadm.Client, t Topics) error {
 	t = t.WithDefaults()
 	var errs []error
+	var names []string
 	for _, spec := range t.Specs() {
+		names = append(names, spec.Name)
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, t.ReplicationFactor, spec.Configs, spec.Name)
 		if err == nil {
 			err = resp.Err
@@ -127,5 +130,32 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, t Topics) error {
 			errs = append(errs, fmt.Errorf("create topic %s: %w", spec.Name, err))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return waitForTopics(ctx, adm, names)
+}
+
+// waitForTopics polls the metadata until every topic has its partitions
+// with leaders.
+func waitForTopics(ctx context.Context, adm *kadm.Client, names []string) error {
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		if err == nil && details.Error() == nil && len(details) == len(names) {
+			ready := true
+			details.EachPartition(func(p kadm.PartitionDetail) {
+				if p.Err != nil || p.Leader < 0 {
+					ready = false
+				}
+			})
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for topics to be served: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
