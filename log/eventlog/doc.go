@@ -16,9 +16,12 @@
 // produced in a Kafka transaction together with the group's offsets; the
 // offset committed for a partition is always the lowest offset whose record
 // has not finished, so a crash never skips unfinished work. Records that
-// finished above that offset are processed again after a crash or a failed
-// transaction, so handlers must be idempotent in effect (deliveries carry a
-// stable webhook-id; events carry ids derived from their source record, see
-// DeriveID). A partition is handed back on rebalance only after its
-// in-flight handlers have returned.
+// finished above that offset are handled again after a crash or when their
+// partition moves to another member, so handlers must be idempotent in
+// effect (deliveries carry a stable webhook-id; events carry ids derived
+// from their source record, see DeriveID). A transaction that aborts is
+// not redone from the log: its outcomes go into the next transaction. A
+// partition is handed back on rebalance only after its in-flight handlers
+// have returned; a stopping runner lets handlers finish (until Stop's
+// context ends) and commits their outcomes before it leaves the group.
 package eventlog
