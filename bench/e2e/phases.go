@@ -93,6 +93,20 @@ func padding(n int) string {
 	return padStr
 }
 
+// finish waits for a phase's jobs, all enqueued by now, to be delivered
+// and to read SUCCEEDED, and returns how long each took from start.
+func (e *env) finish(ctx context.Context, phase, queue string, rec *recorder, start time.Time) (acked, delivered, succeeded time.Duration) {
+	n := len(rec.lat)
+	acked = time.Since(start)
+	ok := rec.wait(5 * time.Minute)
+	delivered = time.Since(start)
+	doneAt, err := e.waitSucceeded(ctx, queue, n, 5*time.Minute)
+	succeeded = doneAt.Sub(start)
+	logf("%s: %d jobs acked in %s, delivered in %s (all=%v, dups %d), SUCCEEDED in %s (%v)",
+		phase, n, acked, delivered, ok, rec.dups.Load(), succeeded, err)
+	return acked, delivered, succeeded
+}
+
 // waitSucceeded polls Redis until n jobs of queue read SUCCEEDED.
 func (e *env) waitSucceeded(ctx context.Context, queue string, n int, within time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(within)
@@ -173,13 +187,8 @@ func (e *env) batchPhase(ctx context.Context) row {
 		}()
 	}
 	wg.Wait()
-	acked := time.Since(start)
-	ok := rec.wait(5 * time.Minute)
-	delivered := time.Since(start)
-	doneAt, err := e.waitSucceeded(ctx, queue, n, 5*time.Minute)
-	succeeded := doneAt.Sub(start)
-	logf("batch: %d jobs acked in %s, delivered in %s (all=%v, dups %d), SUCCEEDED in %s (%v), failed %d",
-		n, acked, delivered, ok, rec.dups.Load(), succeeded, err, failed.Load())
+	acked, delivered, succeeded := e.finish(ctx, "batch", queue, rec, start)
+	logf("batch: %d enqueues failed", failed.Load())
 	return row{
 		name: "sluice EnqueueBatch -> HTTP delivered -> SUCCEEDED", rate: float64(n) / succeeded.Seconds(),
 		extra: fmt.Sprintf("%d jobs, batches of %d; enqueue %.0f/s, delivered %.0f/s", n, *batchSize, float64(n)/acked.Seconds(), float64(n)/delivered.Seconds()),
@@ -206,12 +215,7 @@ func (e *env) singlePhase(ctx context.Context) row {
 		}()
 	}
 	wg.Wait()
-	acked := time.Since(start)
-	ok := rec.wait(5 * time.Minute)
-	delivered := time.Since(start)
-	doneAt, err := e.waitSucceeded(ctx, queue, n, 5*time.Minute)
-	succeeded := doneAt.Sub(start)
-	logf("single: %d jobs acked in %s, delivered in %s (all=%v), SUCCEEDED in %s (%v)", n, acked, delivered, ok, succeeded, err)
+	acked, delivered, succeeded := e.finish(ctx, "single", queue, rec, start)
 	return row{
 		name: "sluice Enqueue -> HTTP delivered -> SUCCEEDED", rate: float64(n) / succeeded.Seconds(),
 		extra: fmt.Sprintf("%d jobs, %d clients; enqueue %.0f/s, delivered %.0f/s", n, *clients, float64(n)/acked.Seconds(), float64(n)/delivered.Seconds()),

@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/delivery"
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/tenancy"
@@ -32,8 +31,7 @@ func runDev(ctx context.Context, args []string) error {
 	dataDir := fs.String("data-dir", ".sluice", "where the embedded broker keeps the log")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the HTTP API")
 	apiKey := fs.String("api-key", "", "API key of the dev tenant; generated and kept in --data-dir when empty")
-	maxPayload := fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted")
-	concurrency := fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them")
+	tuning := addTuningFlags(fs)
 	logs := addLogFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -97,8 +95,8 @@ func runDev(ctx context.Context, args []string) error {
 		Listener:            ln,
 		NodeID:              "dev",
 		Guard:               delivery.Guard{AllowLoopback: true},
-		Limits:              api.Limits{MaxPayloadBytes: *maxPayload},
-		DeliveryConcurrency: *concurrency,
+		Limits:              tuning.limits(),
+		DeliveryConcurrency: *tuning.concurrency,
 		Logger:              logger,
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/sluicehq/sluice/api"
 )
 
 // flagSet is a flag.FlagSet whose flags also read SLUICE_* environment
@@ -71,3 +73,18 @@ func (l logFlags) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-format: %q is not text or json", *l.format)
 	}
 }
+
+// tuningFlags size a node's work; dev and serve take the same ones.
+type tuningFlags struct {
+	maxPayload  *int
+	concurrency *int
+}
+
+func addTuningFlags(fs flagSet) tuningFlags {
+	return tuningFlags{
+		maxPayload:  fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted"),
+		concurrency: fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them"),
+	}
+}
+
+func (t tuningFlags) limits() api.Limits { return api.Limits{MaxPayloadBytes: *t.maxPayload} }

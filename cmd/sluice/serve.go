@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/delivery"
 	"github.com/sluicehq/sluice/log/eventlog"
 	"github.com/sluicehq/sluice/projections"
@@ -55,8 +54,7 @@ func runServe(ctx context.Context, args []string) error {
 	createTopicsFlag := fs.Bool("create-topics", false, "create missing topics at start")
 	allowLoopback := fs.Bool("allow-loopback-targets", false, "let deliveries reach loopback addresses")
 	allowPrivate := fs.Bool("allow-private-targets", false, "let deliveries reach private and link-local addresses")
-	maxPayload := fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted")
-	concurrency := fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them")
+	tuning := addTuningFlags(fs)
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	bootstrapKey := fs.String("bootstrap-api-key", "", "make sure this API key exists, creating a tenant for it when it does not")
 	_ = fs.String("clickhouse-dsn", "", "ClickHouse for the audit trail (analytics role; not in this build)")
@@ -130,8 +128,8 @@ func runServe(ctx context.Context, args []string) error {
 		Listener:            ln,
 		NodeID:              *nodeID,
 		Guard:               delivery.Guard{AllowLoopback: *allowLoopback, AllowPrivate: *allowPrivate},
-		Limits:              api.Limits{MaxPayloadBytes: *maxPayload},
-		DeliveryConcurrency: *concurrency,
+		Limits:              tuning.limits(),
+		DeliveryConcurrency: *tuning.concurrency,
 		Logger:              logger,
 	})
 	if err != nil {
