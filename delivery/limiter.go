@@ -36,7 +36,10 @@ func (l *hostLimiter) acquire(key string) *hostSlots {
 	l.mu.Lock()
 	h := l.slots[key]
 	if h == nil {
-		h = &hostSlots{sem: make(chan struct{}, l.max)}
+		// Unknown targets count as slow until an attempt comes back
+		// quicker: a target failing slowly must not make its first
+		// attempts wait on slots healthy targets need.
+		h = &hostSlots{sem: make(chan struct{}, l.max), latency: l.wait}
 		l.slots[key] = h
 	}
 	select {
@@ -73,7 +76,7 @@ func (l *hostLimiter) release(key string, h *hostSlots, latency time.Duration) {
 	defer l.mu.Unlock()
 	<-h.sem
 	h.latency += (latency - h.latency) / 8
-	if len(h.sem) == 0 && h.waiting == 0 && h.latency < l.wait && l.slots[key] == h {
-		delete(l.slots, key) // nothing in flight and nothing worth remembering
+	if len(h.sem) == 0 && h.waiting == 0 && l.slots[key] == h {
+		delete(l.slots, key) // idle: the target starts over as unknown
 	}
 }

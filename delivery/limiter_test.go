@@ -9,11 +9,19 @@ import (
 func TestHostLimiter(t *testing.T) {
 	t.Parallel()
 	l := newHostLimiter(2, 20*time.Millisecond)
-	a, b := l.acquire("h/0"), l.acquire("h/0")
-	if a == nil || b == nil {
-		t.Fatal("the first two acquires failed")
-	}
+	// An unknown target counts as slow: its attempts are deferred at once.
+	x, y := l.acquire("h/0"), l.acquire("h/0")
 	start := time.Now()
+	if l.acquire("h/0") != nil || time.Since(start) > 5*time.Millisecond {
+		t.Errorf("an unknown target's attempt waited %s or got a slot, want an immediate deferral", time.Since(start))
+	}
+	// One quick answer makes it quick.
+	l.release("h/0", x, time.Millisecond)
+	a, b := l.acquire("h/0"), y
+	if a == nil {
+		t.Fatal("acquire after a release failed")
+	}
+	start = time.Now()
 	if l.acquire("h/0") != nil {
 		t.Fatal("a third acquire beyond the share succeeded")
 	}
@@ -23,16 +31,15 @@ func TestHostLimiter(t *testing.T) {
 	if l.acquire("h/1") == nil {
 		t.Error("another partition's share was full")
 	}
-	// A slow target's attempts are deferred at once.
+	// Slow answers make it slow again: its attempts are deferred at once.
 	l.release("h/0", a, time.Second)
-	l.release("h/0", b, time.Second)
-	c, d := l.acquire("h/0"), l.acquire("h/0")
+	c := l.acquire("h/0")
 	start = time.Now()
-	if l.acquire("h/0") != nil || time.Since(start) > 5*time.Millisecond {
+	if c == nil || l.acquire("h/0") != nil || time.Since(start) > 5*time.Millisecond {
 		t.Errorf("a slow target's attempt waited %s, want none", time.Since(start))
 	}
+	l.release("h/0", b, time.Millisecond)
 	l.release("h/0", c, time.Millisecond)
-	l.release("h/0", d, time.Millisecond)
 }
 
 // Acquires and releases racing over one key never lose or double a slot.
