@@ -322,9 +322,15 @@ type Job struct {
 	// RetryDeadLetters); unset when it never was.
 	LastRetry *JobRetry `protobuf:"bytes,19,opt,name=last_retry,json=lastRetry,proto3" json:"last_retry,omitempty"`
 	// How many times the job was sent round again by hand.
-	Retries       int32 `protobuf:"varint,20,opt,name=retries,proto3" json:"retries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Retries int32 `protobuf:"varint,20,opt,name=retries,proto3" json:"retries,omitempty"`
+	// What the worker reported on Complete, if anything.
+	Result *structpb.Value `protobuf:"bytes,21,opt,name=result,proto3" json:"result,omitempty"`
+	// The worker holding or last holding the job's lease.
+	WorkerId string `protobuf:"bytes,22,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// When the current lease ends, while the job is RUNNING on a worker.
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -495,6 +501,27 @@ func (x *Job) GetRetries() int32 {
 		return x.Retries
 	}
 	return 0
+}
+
+func (x *Job) GetResult() *structpb.Value {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Job) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *Job) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
 }
 
 // JobRetry is a retry by hand of a dead or cancelled job. It starts a
@@ -758,7 +785,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"multiplier\x18\x02 \x01(\x01R\n" +
 	"multiplier\x12\x10\n" +
-	"\x03max\x18\x03 \x01(\tR\x03max\"\xb1\a\n" +
+	"\x03max\x18\x03 \x01(\tR\x03max\"\xc4\b\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12)\n" +
@@ -784,7 +811,10 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x10last_status_code\x18\x12 \x01(\x05R\x0elastStatusCode\x122\n" +
 	"\n" +
 	"last_retry\x18\x13 \x01(\v2\x13.sluice.v1.JobRetryR\tlastRetry\x12\x18\n" +
-	"\aretries\x18\x14 \x01(\x05R\aretries\x1a:\n" +
+	"\aretries\x18\x14 \x01(\x05R\aretries\x12.\n" +
+	"\x06result\x18\x15 \x01(\v2\x16.google.protobuf.ValueR\x06result\x12\x1b\n" +
+	"\tworker_id\x18\x16 \x01(\tR\bworkerId\x12D\n" +
+	"\x10lease_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
@@ -863,15 +893,17 @@ var file_sluice_v1_job_proto_depIdxs = []int32{
 	11, // 10: sluice.v1.Job.timeout:type_name -> google.protobuf.Duration
 	3,  // 11: sluice.v1.Job.retry_policy:type_name -> sluice.v1.RetryPolicy
 	5,  // 12: sluice.v1.Job.last_retry:type_name -> sluice.v1.JobRetry
-	10, // 13: sluice.v1.JobRetry.at:type_name -> google.protobuf.Timestamp
-	0,  // 14: sluice.v1.JobRetry.from_state:type_name -> sluice.v1.JobState
-	10, // 15: sluice.v1.JobAttempt.started_at:type_name -> google.protobuf.Timestamp
-	11, // 16: sluice.v1.JobAttempt.latency:type_name -> google.protobuf.Duration
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	9,  // 13: sluice.v1.Job.result:type_name -> google.protobuf.Value
+	10, // 14: sluice.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
+	10, // 15: sluice.v1.JobRetry.at:type_name -> google.protobuf.Timestamp
+	0,  // 16: sluice.v1.JobRetry.from_state:type_name -> sluice.v1.JobState
+	10, // 17: sluice.v1.JobAttempt.started_at:type_name -> google.protobuf.Timestamp
+	11, // 18: sluice.v1.JobAttempt.latency:type_name -> google.protobuf.Duration
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }

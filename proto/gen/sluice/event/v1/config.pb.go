@@ -7,6 +7,7 @@
 package eventv1
 
 import (
+	v1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -35,6 +36,7 @@ type ConfigRecord struct {
 	//
 	//	*ConfigRecord_Tenant
 	//	*ConfigRecord_ApiKey
+	//	*ConfigRecord_Queue
 	Body          isConfigRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -116,6 +118,15 @@ func (x *ConfigRecord) GetApiKey() *APIKey {
 	return nil
 }
 
+func (x *ConfigRecord) GetQueue() *QueueSettings {
+	if x != nil {
+		if x, ok := x.Body.(*ConfigRecord_Queue); ok {
+			return x.Queue
+		}
+	}
+	return nil
+}
+
 type isConfigRecord_Body interface {
 	isConfigRecord_Body()
 }
@@ -128,9 +139,15 @@ type ConfigRecord_ApiKey struct {
 	ApiKey *APIKey `protobuf:"bytes,17,opt,name=api_key,json=apiKey,proto3,oneof"`
 }
 
+type ConfigRecord_Queue struct {
+	Queue *QueueSettings `protobuf:"bytes,18,opt,name=queue,proto3,oneof"`
+}
+
 func (*ConfigRecord_Tenant) isConfigRecord_Body() {}
 
 func (*ConfigRecord_ApiKey) isConfigRecord_Body() {}
+
+func (*ConfigRecord_Queue) isConfigRecord_Body() {}
 
 // Tenant owns jobs, queues and keys.
 type Tenant struct {
@@ -282,18 +299,72 @@ func (x *APIKey) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// QueueSettings is a tenant's queue (key "queue/<tenant>/<name>").
+type QueueSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Queue         *v1.Queue              `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSettings) Reset() {
+	*x = QueueSettings{}
+	mi := &file_sluice_event_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSettings) ProtoMessage() {}
+
+func (x *QueueSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSettings.ProtoReflect.Descriptor instead.
+func (*QueueSettings) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QueueSettings) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *QueueSettings) GetQueue() *v1.Queue {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
 var File_sluice_event_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsluice/event/v1/event.proto\"\x83\x02\n" +
+	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsluice/event/v1/event.proto\x1a\x1dsluice/v1/queue_service.proto\"\xbb\x02\n" +
 	"\fConfigRecord\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12,\n" +
 	"\x05actor\x18\x03 \x01(\v2\x16.sluice.event.v1.ActorR\x05actor\x121\n" +
 	"\x06tenant\x18\x10 \x01(\v2\x17.sluice.event.v1.TenantH\x00R\x06tenant\x122\n" +
-	"\aapi_key\x18\x11 \x01(\v2\x17.sluice.event.v1.APIKeyH\x00R\x06apiKeyB\x06\n" +
+	"\aapi_key\x18\x11 \x01(\v2\x17.sluice.event.v1.APIKeyH\x00R\x06apiKey\x126\n" +
+	"\x05queue\x18\x12 \x01(\v2\x1e.sluice.event.v1.QueueSettingsH\x00R\x05queueB\x06\n" +
 	"\x04body\"\x8e\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -307,7 +378,10 @@ const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtB>Z<github.com/sluicehq/sluice/proto/gen/sluice/event/v1;eventv1b\x06proto3"
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"T\n" +
+	"\rQueueSettings\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12&\n" +
+	"\x05queue\x18\x02 \x01(\v2\x10.sluice.v1.QueueR\x05queueB>Z<github.com/sluicehq/sluice/proto/gen/sluice/event/v1;eventv1b\x06proto3"
 
 var (
 	file_sluice_event_v1_config_proto_rawDescOnce sync.Once
@@ -321,26 +395,30 @@ func file_sluice_event_v1_config_proto_rawDescGZIP() []byte {
 	return file_sluice_event_v1_config_proto_rawDescData
 }
 
-var file_sluice_event_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sluice_event_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_sluice_event_v1_config_proto_goTypes = []any{
 	(*ConfigRecord)(nil),          // 0: sluice.event.v1.ConfigRecord
 	(*Tenant)(nil),                // 1: sluice.event.v1.Tenant
 	(*APIKey)(nil),                // 2: sluice.event.v1.APIKey
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(*Actor)(nil),                 // 4: sluice.event.v1.Actor
+	(*QueueSettings)(nil),         // 3: sluice.event.v1.QueueSettings
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*Actor)(nil),                 // 5: sluice.event.v1.Actor
+	(*v1.Queue)(nil),              // 6: sluice.v1.Queue
 }
 var file_sluice_event_v1_config_proto_depIdxs = []int32{
-	3, // 0: sluice.event.v1.ConfigRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	4, // 1: sluice.event.v1.ConfigRecord.actor:type_name -> sluice.event.v1.Actor
+	4, // 0: sluice.event.v1.ConfigRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	5, // 1: sluice.event.v1.ConfigRecord.actor:type_name -> sluice.event.v1.Actor
 	1, // 2: sluice.event.v1.ConfigRecord.tenant:type_name -> sluice.event.v1.Tenant
 	2, // 3: sluice.event.v1.ConfigRecord.api_key:type_name -> sluice.event.v1.APIKey
-	3, // 4: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	3, // 5: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	3, // 4: sluice.event.v1.ConfigRecord.queue:type_name -> sluice.event.v1.QueueSettings
+	4, // 5: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	4, // 6: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
+	6, // 7: sluice.event.v1.QueueSettings.queue:type_name -> sluice.v1.Queue
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_config_proto_init() }
@@ -352,6 +430,7 @@ func file_sluice_event_v1_config_proto_init() {
 	file_sluice_event_v1_config_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConfigRecord_Tenant)(nil),
 		(*ConfigRecord_ApiKey)(nil),
+		(*ConfigRecord_Queue)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -359,7 +438,7 @@ func file_sluice_event_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_config_proto_rawDesc), len(file_sluice_event_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

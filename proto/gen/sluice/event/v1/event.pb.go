@@ -163,6 +163,9 @@ type Event struct {
 	//	*Event_JobReady
 	//	*Event_JobRetried
 	//	*Event_JobPurged
+	//	*Event_JobClaimed
+	//	*Event_JobLeaseExtended
+	//	*Event_JobParked
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -315,6 +318,33 @@ func (x *Event) GetJobPurged() *JobPurged {
 	return nil
 }
 
+func (x *Event) GetJobClaimed() *JobClaimed {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobClaimed); ok {
+			return x.JobClaimed
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobLeaseExtended() *JobLeaseExtended {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobLeaseExtended); ok {
+			return x.JobLeaseExtended
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetJobParked() *JobParked {
+	if x != nil {
+		if x, ok := x.Body.(*Event_JobParked); ok {
+			return x.JobParked
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -343,6 +373,18 @@ type Event_JobPurged struct {
 	JobPurged *JobPurged `protobuf:"bytes,21,opt,name=job_purged,json=jobPurged,proto3,oneof"`
 }
 
+type Event_JobClaimed struct {
+	JobClaimed *JobClaimed `protobuf:"bytes,22,opt,name=job_claimed,json=jobClaimed,proto3,oneof"`
+}
+
+type Event_JobLeaseExtended struct {
+	JobLeaseExtended *JobLeaseExtended `protobuf:"bytes,23,opt,name=job_lease_extended,json=jobLeaseExtended,proto3,oneof"`
+}
+
+type Event_JobParked struct {
+	JobParked *JobParked `protobuf:"bytes,24,opt,name=job_parked,json=jobParked,proto3,oneof"`
+}
+
 func (*Event_JobEnqueued) isEvent_Body() {}
 
 func (*Event_JobAttempted) isEvent_Body() {}
@@ -354,6 +396,12 @@ func (*Event_JobReady) isEvent_Body() {}
 func (*Event_JobRetried) isEvent_Body() {}
 
 func (*Event_JobPurged) isEvent_Body() {}
+
+func (*Event_JobClaimed) isEvent_Body() {}
+
+func (*Event_JobLeaseExtended) isEvent_Body() {}
+
+func (*Event_JobParked) isEvent_Body() {}
 
 // Actor is who or what caused an event.
 type Actor struct {
@@ -423,8 +471,11 @@ type JobSpec struct {
 	Timeout        *durationpb.Duration   `protobuf:"bytes,9,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	Headers        map[string]string      `protobuf:"bytes,10,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The content type of payload when it is not JSON (an inbound request
+	// forwarded byte-exact); empty means application/json.
+	ContentType   string `protobuf:"bytes,12,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -534,6 +585,13 @@ func (x *JobSpec) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *JobSpec) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
 // JobEnqueued is the first event of every job.
 type JobEnqueued struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -597,7 +655,9 @@ type JobAttempted struct {
 	// Set when outcome is OUTCOME_RETRY.
 	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
 	// Why the job ends here, when outcome is OUTCOME_DEAD.
-	Reason        string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What a worker reported on Complete, as JSON text.
+	Result        []byte `protobuf:"bytes,11,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +762,217 @@ func (x *JobAttempted) GetReason() string {
 	return ""
 }
 
+func (x *JobAttempted) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// JobClaimed leases a job to an external worker: attempt `attempt` is
+// under way until the worker completes or fails it, or the lease expires.
+type JobClaimed struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Attempt  int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	WorkerId string                 `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Proves the lease; the worker must present it.
+	LeaseToken     string                 `protobuf:"bytes,3,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	// The lease's length, which a heartbeat without extendBy renews.
+	LeaseDuration *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
+	// The attempt budget's first attempt, as in JobReady.
+	BudgetStart   int32 `protobuf:"varint,6,opt,name=budget_start,json=budgetStart,proto3" json:"budget_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobClaimed) Reset() {
+	*x = JobClaimed{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobClaimed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobClaimed) ProtoMessage() {}
+
+func (x *JobClaimed) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobClaimed.ProtoReflect.Descriptor instead.
+func (*JobClaimed) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *JobClaimed) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobClaimed) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *JobClaimed) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *JobClaimed) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
+func (x *JobClaimed) GetLeaseDuration() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseDuration
+	}
+	return nil
+}
+
+func (x *JobClaimed) GetBudgetStart() int32 {
+	if x != nil {
+		return x.BudgetStart
+	}
+	return 0
+}
+
+// JobLeaseExtended moves a lease's expiry (Heartbeat).
+type JobLeaseExtended struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Attempt        int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	LeaseToken     string                 `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *JobLeaseExtended) Reset() {
+	*x = JobLeaseExtended{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLeaseExtended) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLeaseExtended) ProtoMessage() {}
+
+func (x *JobLeaseExtended) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLeaseExtended.ProtoReflect.Descriptor instead.
+func (*JobLeaseExtended) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JobLeaseExtended) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobLeaseExtended) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *JobLeaseExtended) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
+// JobParked holds a ready job of a paused queue back without running it;
+// resuming the queue makes it ready again with the same attempt.
+type JobParked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	BudgetStart   int32                  `protobuf:"varint,2,opt,name=budget_start,json=budgetStart,proto3" json:"budget_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobParked) Reset() {
+	*x = JobParked{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobParked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobParked) ProtoMessage() {}
+
+func (x *JobParked) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobParked.ProtoReflect.Descriptor instead.
+func (*JobParked) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobParked) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobParked) GetBudgetStart() int32 {
+	if x != nil {
+		return x.BudgetStart
+	}
+	return 0
+}
+
 // JobCancelled stops a job that has not finished.
 type JobCancelled struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -712,7 +983,7 @@ type JobCancelled struct {
 
 func (x *JobCancelled) Reset() {
 	*x = JobCancelled{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +995,7 @@ func (x *JobCancelled) String() string {
 func (*JobCancelled) ProtoMessage() {}
 
 func (x *JobCancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1008,7 @@ func (x *JobCancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancelled.ProtoReflect.Descriptor instead.
 func (*JobCancelled) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobCancelled) GetReason() string {
@@ -768,7 +1039,7 @@ type JobReady struct {
 
 func (x *JobReady) Reset() {
 	*x = JobReady{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1051,7 @@ func (x *JobReady) String() string {
 func (*JobReady) ProtoMessage() {}
 
 func (x *JobReady) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1064,7 @@ func (x *JobReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobReady.ProtoReflect.Descriptor instead.
 func (*JobReady) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobReady) GetAttempt() int32 {
@@ -844,7 +1115,7 @@ type JobRetried struct {
 
 func (x *JobRetried) Reset() {
 	*x = JobRetried{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1127,7 @@ func (x *JobRetried) String() string {
 func (*JobRetried) ProtoMessage() {}
 
 func (x *JobRetried) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1140,7 @@ func (x *JobRetried) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRetried.ProtoReflect.Descriptor instead.
 func (*JobRetried) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobRetried) GetReason() string {
@@ -912,7 +1183,7 @@ type JobPurged struct {
 
 func (x *JobPurged) Reset() {
 	*x = JobPurged{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1195,7 @@ func (x *JobPurged) String() string {
 func (*JobPurged) ProtoMessage() {}
 
 func (x *JobPurged) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1208,7 @@ func (x *JobPurged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPurged.ProtoReflect.Descriptor instead.
 func (*JobPurged) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobPurged) GetReason() string {
@@ -959,7 +1230,7 @@ type Timer struct {
 
 func (x *Timer) Reset() {
 	*x = Timer{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1242,7 @@ func (x *Timer) String() string {
 func (*Timer) ProtoMessage() {}
 
 func (x *Timer) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1255,7 @@ func (x *Timer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timer.ProtoReflect.Descriptor instead.
 func (*Timer) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Timer) GetEvent() *Event {
@@ -1019,7 +1290,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1302,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_event_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1315,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeadLetter) GetTenantId() string {
@@ -1093,7 +1364,7 @@ var File_sluice_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xad\x05\n" +
+	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xfd\x06\n" +
 	"\x05Event\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x12\n" +
@@ -1111,7 +1382,12 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\vjob_retried\x18\x14 \x01(\v2\x1b.sluice.event.v1.JobRetriedH\x00R\n" +
 	"jobRetried\x12;\n" +
 	"\n" +
-	"job_purged\x18\x15 \x01(\v2\x1a.sluice.event.v1.JobPurgedH\x00R\tjobPurgedB\x06\n" +
+	"job_purged\x18\x15 \x01(\v2\x1a.sluice.event.v1.JobPurgedH\x00R\tjobPurged\x12>\n" +
+	"\vjob_claimed\x18\x16 \x01(\v2\x1b.sluice.event.v1.JobClaimedH\x00R\n" +
+	"jobClaimed\x12Q\n" +
+	"\x12job_lease_extended\x18\x17 \x01(\v2!.sluice.event.v1.JobLeaseExtendedH\x00R\x10jobLeaseExtended\x12;\n" +
+	"\n" +
+	"job_parked\x18\x18 \x01(\v2\x1a.sluice.event.v1.JobParkedH\x00R\tjobParkedB\x06\n" +
 	"\x04body\"\x9a\x01\n" +
 	"\x05Actor\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.sluice.event.v1.Actor.KindR\x04kind\x12\x0e\n" +
@@ -1120,7 +1396,7 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_API_KEY\x10\x01\x12\x0f\n" +
 	"\vKIND_SYSTEM\x10\x02\x12\x0f\n" +
-	"\vKIND_WORKER\x10\x03\"\xbc\x04\n" +
+	"\vKIND_WORKER\x10\x03\"\xdf\x04\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12)\n" +
@@ -1134,12 +1410,13 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\aheaders\x18\n" +
 	" \x03(\v2%.sluice.event.v1.JobSpec.HeadersEntryR\aheaders\x129\n" +
 	"\n" +
-	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1a:\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12!\n" +
+	"\fcontent_type\x18\f \x01(\tR\vcontentType\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
 	"\vJobEnqueued\x12,\n" +
-	"\x04spec\x18\x01 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\"\xad\x04\n" +
+	"\x04spec\x18\x01 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\"\xc5\x04\n" +
 	"\fJobAttempted\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x129\n" +
 	"\n" +
@@ -1153,10 +1430,28 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\aoutcome\x18\b \x01(\x0e2\x18.sluice.event.v1.OutcomeR\aoutcome\x12B\n" +
 	"\x0fnext_attempt_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12\x16\n" +
 	"\x06reason\x18\n" +
-	" \x01(\tR\x06reason\x1aB\n" +
+	" \x01(\tR\x06reason\x12\x16\n" +
+	"\x06result\x18\v \x01(\fR\x06result\x1aB\n" +
 	"\x14ResponseHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
+	"\n" +
+	"JobClaimed\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vlease_token\x18\x03 \x01(\tR\n" +
+	"leaseToken\x12D\n" +
+	"\x10lease_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12@\n" +
+	"\x0elease_duration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12!\n" +
+	"\fbudget_start\x18\x06 \x01(\x05R\vbudgetStart\"\x93\x01\n" +
+	"\x10JobLeaseExtended\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\tR\n" +
+	"leaseToken\x12D\n" +
+	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"H\n" +
+	"\tJobParked\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12!\n" +
+	"\fbudget_start\x18\x02 \x01(\x05R\vbudgetStart\"&\n" +
 	"\fJobCancelled\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xae\x01\n" +
 	"\bJobReady\x12\x18\n" +
@@ -1203,7 +1498,7 @@ func file_sluice_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_event_v1_event_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: sluice.event.v1.Outcome
 	(Actor_Kind)(0),               // 1: sluice.event.v1.Actor.Kind
@@ -1212,57 +1507,66 @@ var file_sluice_event_v1_event_proto_goTypes = []any{
 	(*JobSpec)(nil),               // 4: sluice.event.v1.JobSpec
 	(*JobEnqueued)(nil),           // 5: sluice.event.v1.JobEnqueued
 	(*JobAttempted)(nil),          // 6: sluice.event.v1.JobAttempted
-	(*JobCancelled)(nil),          // 7: sluice.event.v1.JobCancelled
-	(*JobReady)(nil),              // 8: sluice.event.v1.JobReady
-	(*JobRetried)(nil),            // 9: sluice.event.v1.JobRetried
-	(*JobPurged)(nil),             // 10: sluice.event.v1.JobPurged
-	(*Timer)(nil),                 // 11: sluice.event.v1.Timer
-	(*DeadLetter)(nil),            // 12: sluice.event.v1.DeadLetter
-	nil,                           // 13: sluice.event.v1.JobSpec.HeadersEntry
-	nil,                           // 14: sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*v1.Target)(nil),             // 16: sluice.v1.Target
-	(v1.Priority)(0),              // 17: sluice.v1.Priority
-	(*v1.RetryPolicy)(nil),        // 18: sluice.v1.RetryPolicy
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(v1.JobState)(0),              // 20: sluice.v1.JobState
+	(*JobClaimed)(nil),            // 7: sluice.event.v1.JobClaimed
+	(*JobLeaseExtended)(nil),      // 8: sluice.event.v1.JobLeaseExtended
+	(*JobParked)(nil),             // 9: sluice.event.v1.JobParked
+	(*JobCancelled)(nil),          // 10: sluice.event.v1.JobCancelled
+	(*JobReady)(nil),              // 11: sluice.event.v1.JobReady
+	(*JobRetried)(nil),            // 12: sluice.event.v1.JobRetried
+	(*JobPurged)(nil),             // 13: sluice.event.v1.JobPurged
+	(*Timer)(nil),                 // 14: sluice.event.v1.Timer
+	(*DeadLetter)(nil),            // 15: sluice.event.v1.DeadLetter
+	nil,                           // 16: sluice.event.v1.JobSpec.HeadersEntry
+	nil,                           // 17: sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*v1.Target)(nil),             // 19: sluice.v1.Target
+	(v1.Priority)(0),              // 20: sluice.v1.Priority
+	(*v1.RetryPolicy)(nil),        // 21: sluice.v1.RetryPolicy
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(v1.JobState)(0),              // 23: sluice.v1.JobState
 }
 var file_sluice_event_v1_event_proto_depIdxs = []int32{
-	15, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	18, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: sluice.event.v1.Event.actor:type_name -> sluice.event.v1.Actor
 	5,  // 2: sluice.event.v1.Event.job_enqueued:type_name -> sluice.event.v1.JobEnqueued
 	6,  // 3: sluice.event.v1.Event.job_attempted:type_name -> sluice.event.v1.JobAttempted
-	7,  // 4: sluice.event.v1.Event.job_cancelled:type_name -> sluice.event.v1.JobCancelled
-	8,  // 5: sluice.event.v1.Event.job_ready:type_name -> sluice.event.v1.JobReady
-	9,  // 6: sluice.event.v1.Event.job_retried:type_name -> sluice.event.v1.JobRetried
-	10, // 7: sluice.event.v1.Event.job_purged:type_name -> sluice.event.v1.JobPurged
-	1,  // 8: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
-	16, // 9: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
-	15, // 10: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	17, // 11: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
-	18, // 12: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
-	19, // 13: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	13, // 14: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
-	15, // 15: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 16: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
-	15, // 17: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
-	19, // 18: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
-	14, // 19: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	0,  // 20: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
-	15, // 21: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
-	4,  // 22: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 23: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
-	20, // 24: sluice.event.v1.JobRetried.from_state:type_name -> sluice.v1.JobState
-	2,  // 25: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
-	15, // 26: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
-	4,  // 27: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 28: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
-	15, // 29: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	10, // 4: sluice.event.v1.Event.job_cancelled:type_name -> sluice.event.v1.JobCancelled
+	11, // 5: sluice.event.v1.Event.job_ready:type_name -> sluice.event.v1.JobReady
+	12, // 6: sluice.event.v1.Event.job_retried:type_name -> sluice.event.v1.JobRetried
+	13, // 7: sluice.event.v1.Event.job_purged:type_name -> sluice.event.v1.JobPurged
+	7,  // 8: sluice.event.v1.Event.job_claimed:type_name -> sluice.event.v1.JobClaimed
+	8,  // 9: sluice.event.v1.Event.job_lease_extended:type_name -> sluice.event.v1.JobLeaseExtended
+	9,  // 10: sluice.event.v1.Event.job_parked:type_name -> sluice.event.v1.JobParked
+	1,  // 11: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
+	19, // 12: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
+	18, // 13: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	20, // 14: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
+	21, // 15: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
+	22, // 16: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	16, // 17: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
+	18, // 18: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 19: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
+	18, // 20: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
+	22, // 21: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
+	17, // 22: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	0,  // 23: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
+	18, // 24: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
+	18, // 25: sluice.event.v1.JobClaimed.lease_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 26: sluice.event.v1.JobClaimed.lease_duration:type_name -> google.protobuf.Duration
+	18, // 27: sluice.event.v1.JobLeaseExtended.lease_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 28: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 29: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
+	23, // 30: sluice.event.v1.JobRetried.from_state:type_name -> sluice.v1.JobState
+	2,  // 31: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
+	18, // 32: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
+	4,  // 33: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 34: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
+	18, // 35: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_event_proto_init() }
@@ -1277,6 +1581,9 @@ func file_sluice_event_v1_event_proto_init() {
 		(*Event_JobReady)(nil),
 		(*Event_JobRetried)(nil),
 		(*Event_JobPurged)(nil),
+		(*Event_JobClaimed)(nil),
+		(*Event_JobLeaseExtended)(nil),
+		(*Event_JobParked)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1284,7 +1591,7 @@ func file_sluice_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_event_proto_rawDesc), len(file_sluice_event_v1_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
