@@ -31,3 +31,20 @@ func DeriveID(rec *kgo.Record, n int) string {
 	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return id.String()
 }
+
+// KeyedJobID returns the id of the job a tenant enqueues under an
+// idempotency key. Every node derives the same id from the same key, so
+// duplicates racing through different nodes land on one partition under
+// one id, and the first job.enqueued for the id in log order wins.
+func KeyedJobID(tenantID, key string) string {
+	h := sha256.New()
+	h.Write([]byte("sluice/idempotency-key\x00"))
+	h.Write([]byte(tenantID))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	var id uuid.UUID
+	copy(id[:], h.Sum(nil))
+	id[6] = (id[6] & 0x0f) | 0x80 // version 8: custom
+	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return id.String()
+}
