@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // SchemaVersion is the version of the event bodies this build writes.
@@ -16,12 +17,15 @@ const SchemaVersion = 1
 
 // Event types, as written in Event.type.
 const (
-	TypeJobEnqueued  = "job.enqueued"
-	TypeJobAttempted = "job.attempted"
-	TypeJobCancelled = "job.cancelled"
-	TypeJobReady     = "job.ready"
-	TypeJobRetried   = "job.retried"
-	TypeJobPurged    = "job.purged"
+	TypeJobEnqueued      = "job.enqueued"
+	TypeJobAttempted     = "job.attempted"
+	TypeJobCancelled     = "job.cancelled"
+	TypeJobReady         = "job.ready"
+	TypeJobRetried       = "job.retried"
+	TypeJobPurged        = "job.purged"
+	TypeJobClaimed       = "job.claimed"
+	TypeJobLeaseExtended = "job.lease_extended"
+	TypeJobParked        = "job.parked"
 )
 
 // Meta is the envelope of an event, less what the body determines.
@@ -65,6 +69,12 @@ func NewEvent(m Meta, body any) *eventv1.Event {
 		ev.Type, ev.Body = TypeJobRetried, &eventv1.Event_JobRetried{JobRetried: b}
 	case *eventv1.JobPurged:
 		ev.Type, ev.Body = TypeJobPurged, &eventv1.Event_JobPurged{JobPurged: b}
+	case *eventv1.JobClaimed:
+		ev.Type, ev.Body = TypeJobClaimed, &eventv1.Event_JobClaimed{JobClaimed: b}
+	case *eventv1.JobLeaseExtended:
+		ev.Type, ev.Body = TypeJobLeaseExtended, &eventv1.Event_JobLeaseExtended{JobLeaseExtended: b}
+	case *eventv1.JobParked:
+		ev.Type, ev.Body = TypeJobParked, &eventv1.Event_JobParked{JobParked: b}
 	default:
 		panic(fmt.Sprintf("eventlog: unknown event body %T", body))
 	}
@@ -76,6 +86,10 @@ func NewEvent(m Meta, body any) *eventv1.Event {
 const (
 	HeaderType   = "sluice-type"
 	HeaderTenant = "sluice-tenant"
+	// HeaderPriority is on records that make a job runnable (job.enqueued,
+	// job.ready) of a job with a priority other than normal: "high" or
+	// "low". Runners order their backlog by it (see RecordPriority).
+	HeaderPriority = "sluice-priority"
 )
 
 // EncodeEvent turns ev into a record for topic, keyed by its job id.
@@ -84,15 +98,56 @@ func EncodeEvent(topic string, ev *eventv1.Event) (*kgo.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s event %s: %w", ev.Type, ev.EventId, err)
 	}
-	return &kgo.Record{
-		Topic: topic,
-		Key:   []byte(ev.JobId),
-		Value: value,
-		Headers: []kgo.RecordHeader{
-			{Key: HeaderType, Value: []byte(ev.Type)},
-			{Key: HeaderTenant, Value: []byte(ev.TenantId)},
-		},
-	}, nil
+	headers := make([]kgo.RecordHeader, 2, 3)
+	headers[0] = kgo.RecordHeader{Key: HeaderType, Value: []byte(ev.Type)}
+	headers[1] = kgo.RecordHeader{Key: HeaderTenant, Value: []byte(ev.TenantId)}
+	if p := priorityHeader(ev); p != "" {
+		headers = append(headers, kgo.RecordHeader{Key: HeaderPriority, Value: []byte(p)})
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(ev.JobId), Value: value, Headers: headers}, nil
+}
+
+// priorityHeader is the HeaderPriority value of ev, or "" for none.
+func priorityHeader(ev *eventv1.Event) string {
+	var spec *eventv1.JobSpec
+	switch b := ev.Body.(type) {
+	case *eventv1.Event_JobEnqueued:
+		spec = b.JobEnqueued.GetSpec()
+	case *eventv1.Event_JobReady:
+		spec = b.JobReady.GetSpec()
+	}
+	switch spec.GetPriority() {
+	case sluicev1.Priority_PRIORITY_HIGH:
+		return "high"
+	case sluicev1.Priority_PRIORITY_LOW:
+		return "low"
+	}
+	return ""
+}
+
+// Priority classes of records, as RecordPriority returns them: lower runs
+// first.
+const (
+	PriorityHigh = iota
+	PriorityNormal
+	PriorityLow
+	numPriorities
+)
+
+// RecordPriority returns the priority class of rec from its
+// HeaderPriority: PriorityHigh, PriorityNormal or PriorityLow.
+func RecordPriority(rec *kgo.Record) int {
+	for _, h := range rec.Headers {
+		if h.Key == HeaderPriority {
+			switch string(h.Value) {
+			case "high":
+				return PriorityHigh
+			case "low":
+				return PriorityLow
+			}
+		}
+	}
+	return PriorityNormal
 }
 
 // DecodeEvent reads the event in rec.

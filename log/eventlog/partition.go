@@ -21,7 +21,7 @@ type partition struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	queue    []*kgo.Record
+	queue    backlog
 	wake     chan struct{}
 	draining bool
 
@@ -48,7 +48,9 @@ func newPartition(r *Runner, tp topicPartition) *partition {
 
 func (p *partition) enqueue(recs []*kgo.Record) {
 	p.mu.Lock()
-	p.queue = append(p.queue, recs...)
+	for _, rec := range recs {
+		p.queue.push(rec, p.r.cfg.Priority)
+	}
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -56,27 +58,26 @@ func (p *partition) enqueue(recs []*kgo.Record) {
 	}
 }
 
-// run starts handlers for queued records in offset order.
+// run starts handlers for queued records as slots free up: the highest
+// priority class first, each class in offset order.
 func (p *partition) run() {
 	defer close(p.done)
 	for {
+		select {
+		case p.sem <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		p.mu.Lock()
-		batch := p.queue
-		p.queue = nil
+		rec := p.queue.pop()
 		draining := p.draining
 		p.mu.Unlock()
-		for _, rec := range batch {
-			select {
-			case p.sem <- struct{}{}:
-			case <-p.ctx.Done():
-				return
-			}
+		if rec != nil {
 			p.handlers.Add(1)
 			go p.handle(rec)
-		}
-		if len(batch) > 0 {
 			continue
 		}
+		<-p.sem
 		if draining {
 			return
 		}

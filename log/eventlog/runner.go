@@ -47,6 +47,10 @@ type RunnerConfig struct {
 	// CommitInterval is the longest an outcome waits before its
 	// transaction commits. Default 10ms.
 	CommitInterval time.Duration
+	// Priority classifies a record (0 first, up to PriorityLow): a
+	// partition's fetched backlog is handled class by class, each class in
+	// offset order. Default: every record in offset order.
+	Priority func(*kgo.Record) int
 	// MaxBackoff caps the wait between retries of a failing handler.
 	// Default 5s.
 	MaxBackoff time.Duration
