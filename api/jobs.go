@@ -31,6 +31,8 @@ type Appender interface {
 type JobStore interface {
 	GetJob(ctx context.Context, tenantID, jobID string) (*sluicev1.Job, error)
 	ListJobs(ctx context.Context, tenantID string, q projections.ListQuery) ([]*sluicev1.Job, string, error)
+	// JobRuns tells, among others, which job.enqueued created a job.
+	JobRuns(ctx context.Context, tenantID string, jobIDs []string) (map[string]projections.JobRun, error)
 }
 
 // JobService implements sluice.v1.JobService.
@@ -42,34 +44,37 @@ type JobService struct {
 	limits Limits
 	now    func() time.Time
 	logger *slog.Logger
+	// endpoints, when set, resolves endpoint targets.
+	endpoints EndpointStore
+	queues    QueueDirectory
+	// idempotency is how long an idempotency key is remembered.
+	idempotency time.Duration
 }
 
 var _ sluicev1connect.JobServiceHandler = (*JobService)(nil)
 
-// Enqueue validates one job and appends its job.enqueued event.
+// Enqueue validates one job and appends its job.enqueued event; see
+// enqueueAll for idempotency keys.
 func (s *JobService) Enqueue(ctx context.Context, req *connect.Request[sluicev1.EnqueueRequest]) (*connect.Response[sluicev1.EnqueueResponse], error) {
 	p := principalFrom(ctx)
 	now := s.now()
 	spec, cerr := s.limits.jobSpec(req.Msg, "", now)
+	if cerr == nil {
+		cerr = checkEndpointTarget(s.endpoints, p.TenantID, spec, "")
+	}
 	if cerr != nil {
 		return nil, cerr
 	}
-	ev, recs, err := s.enqueuedRecords(p.TenantID, p.KeyID, spec, now)
+	s.queueDefaults(p.TenantID, spec)
+	res, err := s.enqueueAll(ctx, p.TenantID, p.KeyID, []*eventv1.JobSpec{spec}, []*structpb.Value{req.Msg.Payload}, now)
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) == 1 {
-		err = s.log.Append(ctx, recs...)
-	} else {
-		err = s.log.AppendAtomic(ctx, recs)
-	}
-	if err != nil {
-		return nil, s.unavailable(ctx, "append job.enqueued", err)
-	}
-	return connect.NewResponse(&sluicev1.EnqueueResponse{Job: jobFromSpec(ev.JobId, spec, req.Msg.Payload, now), Created: true}), nil
+	return connect.NewResponse(res[0]), nil
 }
 
-// EnqueueBatch appends every job in one transaction, or none.
+// EnqueueBatch appends every job in one transaction, or none; see
+// enqueueAll for idempotency keys.
 func (s *JobService) EnqueueBatch(ctx context.Context, req *connect.Request[sluicev1.EnqueueBatchRequest]) (*connect.Response[sluicev1.EnqueueBatchResponse], error) {
 	p := principalFrom(ctx)
 	now := s.now()
@@ -80,24 +85,27 @@ func (s *JobService) EnqueueBatch(ctx context.Context, req *connect.Request[slui
 	case len(jobs) > s.limits.MaxBatch:
 		return nil, fieldError(connect.CodeInvalidArgument, "jobs", "%d jobs, at most %d per batch", len(jobs), s.limits.MaxBatch)
 	}
-	recs := make([]*kgo.Record, 0, len(jobs))
-	resp := &sluicev1.EnqueueBatchResponse{Results: make([]*sluicev1.EnqueueResponse, len(jobs))}
+	specs := make([]*eventv1.JobSpec, len(jobs))
 	for i, j := range jobs {
 		spec, cerr := s.limits.jobSpec(j, fmt.Sprintf("jobs[%d].", i), now)
+		if cerr == nil {
+			cerr = checkEndpointTarget(s.endpoints, p.TenantID, spec, fmt.Sprintf("jobs[%d].", i))
+		}
 		if cerr != nil {
 			return nil, cerr
 		}
-		ev, jobRecs, err := s.enqueuedRecords(p.TenantID, p.KeyID, spec, now)
-		if err != nil {
-			return nil, err
-		}
-		recs = append(recs, jobRecs...)
-		resp.Results[i] = &sluicev1.EnqueueResponse{Job: jobFromSpec(ev.JobId, spec, j.Payload, now), Created: true}
+		s.queueDefaults(p.TenantID, spec)
+		specs[i] = spec
 	}
-	if err := s.log.AppendAtomic(ctx, recs); err != nil {
-		return nil, s.unavailable(ctx, "append job.enqueued batch", err)
+	payloads := make([]*structpb.Value, len(jobs))
+	for i, j := range jobs {
+		payloads[i] = j.Payload
 	}
-	return connect.NewResponse(resp), nil
+	results, err := s.enqueueAll(ctx, p.TenantID, p.KeyID, specs, payloads, now)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&sluicev1.EnqueueBatchResponse{Results: results}), nil
 }
 
 // GetJob returns a job's current state.
@@ -208,10 +216,10 @@ func (s *JobService) job(ctx context.Context, id string) (*sluicev1.Job, error) 
 // enqueuedRecords returns a new job's job.enqueued event and the records
 // to append: the event, and for a job with a runAt to come the timer that
 // makes it ready then.
-func (s *JobService) enqueuedRecords(tenantID, keyID string, spec *eventv1.JobSpec, now time.Time) (*eventv1.Event, []*kgo.Record, error) {
+func (s *JobService) enqueuedRecords(tenantID, keyID, jobID string, spec *eventv1.JobSpec, now time.Time) (*eventv1.Event, []*kgo.Record, error) {
 	meta := eventlog.Meta{
 		TenantID:   tenantID,
-		JobID:      eventlog.NewID(),
+		JobID:      jobID,
 		OccurredAt: now,
 		Actor:      &eventv1.Actor{Kind: eventv1.Actor_KIND_API_KEY, Id: keyID},
 	}

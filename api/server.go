@@ -10,7 +10,10 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/sluicehq/sluice/log/eventlog"
+	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+	"github.com/sluicehq/sluice/queuelimit"
 )
 
 // Config configures the API server.
@@ -28,6 +31,27 @@ type Config struct {
 	Topics eventlog.Topics
 	// Limits on requests; zero fields take their defaults.
 	Limits Limits
+	// Endpoints stores outbound endpoints. Default: none, and the
+	// EndpointService is not served.
+	Endpoints EndpointStore
+	// Sources enables the SourceService (inbound webhook sources). Default:
+	// none, and the SourceService is not served.
+	Sources SourceConfig
+	// Queues keeps queue settings. Default: none; every queue has the
+	// zero settings.
+	Queues QueueDirectory
+	// QueueStats reads queues' jobs. Default: none, and the QueueService
+	// is not served.
+	QueueStats QueueStore
+	// Workers keeps leases of jobs claimed by external workers. Default:
+	// none, and the WorkerService is not served.
+	Workers WorkerStore
+	// IdempotencyWindow is how long an idempotency key names its first
+	// job. Default DefaultIdempotencyWindow (7 days).
+	IdempotencyWindow time.Duration
+	// ClaimPoll is the longest pause between looks for ready jobs while a
+	// claim waits. Default 50ms.
+	ClaimPoll time.Duration
 	// Ready reports whether the node can serve (Kafka reachable, roles
 	// started); /readyz answers 503 with its error. Default: always ready.
 	Ready func(ctx context.Context) error
@@ -35,6 +59,66 @@ type Config struct {
 	Now func() time.Time
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.WithDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Queues == nil {
+		c.Queues = noQueues{}
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if c.ClaimPoll == 0 {
+		c.ClaimPoll = 50 * time.Millisecond
+	}
+	return c
+}
+
+// NewLeaseReaper returns the reaper of expired leases (and the sweep that
+// resumes jobs parked by a paused queue) over cfg; tenants lists the
+// tenants to sweep. Start it on nodes that serve the API.
+func NewLeaseReaper(cfg Config, tenants func() []string) (*LeaseReaper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Workers == nil {
+		return nil, errors.New("api: NewLeaseReaper: Config.Workers: required")
+	}
+	cfg = cfg.withDefaults()
+	r := &LeaseReaper{workers: newWorkerService(cfg), logger: cfg.Logger}
+	if cfg.QueueStats != nil {
+		u := newUnparker(cfg)
+		r.sweep = func(ctx context.Context) { u.sweep(ctx, tenants(), cfg.Logger) }
+	}
+	return r, nil
+}
+
+func newWorkerService(cfg Config) *WorkerService {
+	return &WorkerService{
+		store: cfg.Workers, queues: cfg.Queues, rates: new(queuelimit.Limits), log: cfg.Log,
+		topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger, poll: cfg.ClaimPoll,
+	}
+}
+
+func newUnparker(cfg Config) *unparker {
+	return &unparker{dir: cfg.Queues, store: cfg.QueueStats, log: cfg.Log, topics: cfg.Topics, now: cfg.Now}
+}
+
+// noQueues is the QueueDirectory of a server without queue settings.
+type noQueues struct{}
+
+func (noQueues) Queue(_, name string) *sluicev1.Queue      { return &sluicev1.Queue{Name: name} }
+func (noQueues) ConfiguredQueues(string) []*sluicev1.Queue { return nil }
+func (noQueues) UpdateQueue(context.Context, string, string, *eventv1.Actor, time.Time, func(*sluicev1.Queue)) (*sluicev1.Queue, error) {
+	return nil, errors.New("queue settings are not configured")
 }
 
 // Validate reports every problem with c.
@@ -55,6 +139,9 @@ func (c Config) Validate() error {
 	if c.Topics.Prefix == "" {
 		errs = append(errs, errors.New("api: Config.Topics: required"))
 	}
+	if c.QueueStats != nil && c.Queues == nil {
+		errs = append(errs, errors.New("api: Config.Queues: required with QueueStats"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -63,7 +150,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.Limits = cfg.Limits.WithDefaults()
+	cfg = cfg.withDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -82,8 +169,25 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&JobService{
 		log: cfg.Log, store: cfg.Jobs, amend: amend, topics: cfg.Topics,
-		limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger,
+		limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger, endpoints: cfg.Endpoints,
+		queues: cfg.Queues, idempotency: cfg.IdempotencyWindow,
 	}, opts...))
+	if cfg.QueueStats != nil {
+		mux.Handle(sluicev1connect.NewQueueServiceHandler(&QueueService{
+			dir: cfg.Queues, store: cfg.QueueStats, unpark: newUnparker(cfg), limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger,
+		}, opts...))
+	}
+	if cfg.Workers != nil {
+		mux.Handle(sluicev1connect.NewWorkerServiceHandler(newWorkerService(cfg), opts...))
+	}
+	if cfg.Endpoints != nil {
+		mux.Handle(sluicev1connect.NewEndpointServiceHandler(&EndpointService{
+			store: cfg.Endpoints, jobs: cfg.Jobs, log: cfg.Log, topics: cfg.Topics, limits: cfg.Limits, now: cfg.Now, logger: cfg.Logger,
+		}, opts...))
+	}
+	if cfg.Sources.Store != nil {
+		mux.Handle(sluicev1connect.NewSourceServiceHandler(&SourceService{cfg: cfg.Sources, now: cfg.Now, logger: cfg.Logger}, opts...))
+	}
 	mux.Handle(sluicev1connect.NewDeadLetterServiceHandler(&DeadLetterService{
 		store: cfg.DeadLetters, amend: amend, limits: cfg.Limits, logger: cfg.Logger,
 	}, opts...))

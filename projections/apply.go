@@ -111,13 +111,22 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 	case *eventv1.Event_JobAttempted:
 		tail, err = attemptedArgs(ev.JobId, body.JobAttempted, at)
 	case *eventv1.Event_JobReady:
-		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt()))}
+		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt())), member(at, ev.JobId)}
 	case *eventv1.Event_JobCancelled:
 		tail = []any{"cancelled", micros(at)}
 	case *eventv1.Event_JobRetried:
 		tail = retriedArgs(ev, body.JobRetried, at)
 	case *eventv1.Event_JobPurged:
-		tail = []any{"purged", micros(at)}
+		tail = []any{"purged", micros(at), strconv.FormatInt(at.Add(TombstoneTTL).UnixMilli(), 10)}
+	case *eventv1.Event_JobClaimed:
+		c := body.JobClaimed
+		tail = []any{"claimed", micros(at), strconv.Itoa(int(c.GetAttempt())), c.GetLeaseToken(),
+			micros(c.GetLeaseExpiresAt().AsTime()), c.GetWorkerId(), strconv.FormatInt(int64(c.GetLeaseDuration().AsDuration()), 10)}
+	case *eventv1.Event_JobLeaseExtended:
+		e := body.JobLeaseExtended
+		tail = []any{"lease_extended", micros(at), strconv.Itoa(int(e.GetAttempt())), e.GetLeaseToken(), micros(e.GetLeaseExpiresAt().AsTime())}
+	case *eventv1.Event_JobParked:
+		tail = []any{"parked", micros(at), strconv.Itoa(int(body.JobParked.GetAttempt()))}
 	default:
 		log.DebugContext(ctx, "skip event of unknown type", "event_id", ev.EventId, "type", ev.Type)
 		return call{}, false
@@ -127,7 +136,7 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 		return call{}, false
 	}
 	return call{
-		keys: []string{s.keys.job(ev.TenantId, ev.JobId), s.keys.epoch(), s.keys.attempts(ev.TenantId, ev.JobId)},
+		keys: []string{s.keys.job(ev.TenantId, ev.JobId), s.keys.epoch(), s.keys.attempts(ev.TenantId, ev.JobId), s.keys.leases()},
 		args: append(head, tail...),
 	}, true
 }
@@ -168,6 +177,16 @@ func jobFields(ev *eventv1.Event, spec *eventv1.JobSpec, created time.Time) ([]a
 		"created_at", micros(created),
 		"max_attempts", strconv.Itoa(int(spec.GetMaxAttempts())),
 		"priority", strconv.Itoa(int(spec.GetPriority())),
+		// The event that created the job: the first job.enqueued of its
+		// id, which wins over later ones with the same (derived) id.
+		"eid", ev.EventId,
+		"ready_attempt", "1",
+	}
+	if spec.GetTarget() == nil {
+		f = append(f, "worker", "1")
+	}
+	if ct := spec.GetContentType(); ct != "" {
+		f = append(f, "content_type", ct)
 	}
 	if spec.GetRunAt() != nil {
 		f = append(f, "run_at", micros(spec.GetRunAt().AsTime()))
@@ -236,7 +255,7 @@ func attemptedArgs(jobID string, a *eventv1.JobAttempted, at time.Time) ([]any, 
 	return []any{
 		"attempted", micros(at), strconv.Itoa(int(a.GetAttempt())),
 		strconv.Itoa(int(a.GetStatusCode())), a.GetError(), to, next,
-		encoded, a.GetReason(), member(at, jobID),
+		encoded, a.GetReason(), member(at, jobID), string(a.GetResult()),
 	}, nil
 }
 
@@ -255,7 +274,7 @@ func encodeAttempt(a *eventv1.JobAttempted) (string, error) {
 func retriedArgs(ev *eventv1.Event, r *eventv1.JobRetried, at time.Time) []any {
 	return []any{
 		"retried", micros(at), strconv.Itoa(int(r.GetBudgetStart())),
-		r.GetReason(), ActorName(ev.GetActor()), string(r.GetPayloadOverride()),
+		r.GetReason(), ActorName(ev.GetActor()), string(r.GetPayloadOverride()), member(at, ev.JobId),
 	}
 }
 

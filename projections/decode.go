@@ -41,6 +41,16 @@ func decodeJob(h map[string]string) (*sluicev1.Job, error) {
 		Retries:        d.int32("retries"),
 		LastRetry:      lastRetry(h, &d),
 	}
+	if state == sluicev1.JobState_JOB_STATE_RUNNING {
+		if n := d.int32("running_attempt"); n > 0 {
+			j.Attempt = n
+		}
+		j.LeaseExpiresAt = d.time("lease_expires_at")
+	}
+	j.WorkerId = h["worker_id"]
+	if r := h["result"]; r != "" {
+		j.Result = payload(r)
+	}
 	if t := new(sluicev1.Target); d.message("target", t) {
 		j.Target = t
 	}

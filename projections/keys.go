@@ -62,6 +62,25 @@ func (k keys) index(tenantID, queue string, state sluicev1.JobState) string {
 	return key + "jobs"
 }
 
+// leases names the sorted set of every leased job: job hash key by
+// lease expiry (Unix µs).
+func (k keys) leases() string { return k.prefix + "leases" }
+
+// claimable names the sorted set of a queue's worker jobs ready to claim;
+// fold.lua documents its members.
+func (k keys) claimable(tenantID, queue string) string {
+	return k.tenant(tenantID) + "q:" + escape(queue) + ":claimable"
+}
+
+// parked names the sorted set of a paused queue's jobs held back from
+// delivery, by creation time.
+func (k keys) parked(tenantID, queue string) string {
+	return k.tenant(tenantID) + "q:" + escape(queue) + ":parked"
+}
+
+// queues names the set of a tenant's queues that have jobs (escaped).
+func (k keys) queues(tenantID string) string { return k.tenant(tenantID) + "queues" }
+
 func (k keys) counts(tenantID, queue string) string {
 	return k.tenant(tenantID) + "q:" + escape(queue) + ":counts"
 }

@@ -152,6 +152,11 @@ func dump(t *testing.T, b *backend, prefix string) map[string]string {
 			v, err = b.rdb.HGetAll(ctx, key).Result()
 		case "zset":
 			v, err = b.rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+		case "set":
+			var members []string
+			members, err = b.rdb.SMembers(ctx, key).Result()
+			slices.Sort(members)
+			v = members
 		default:
 			t.Fatalf("key %s has unexpected type %s", key, typ)
 		}

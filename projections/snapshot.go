@@ -57,6 +57,9 @@ type JobRun struct {
 	// budget; 0 when the job was never retried by hand. A job.ready whose
 	// budget_start is below it belongs to a run the retry replaced.
 	BudgetStart int32
+	// EnqueueEventID is the event that created the job: of several
+	// job.enqueued with one (derived) id, the first in log order.
+	EnqueueEventID string
 }
 
 // JobRuns returns the state and attempt budget of each of the tenant's
@@ -67,7 +70,7 @@ func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start")
+			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start", "eid")
 		}
 		return nil
 	})
@@ -82,7 +85,7 @@ func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (
 			continue
 		}
 		budget, _ := strconv.ParseInt(str(v[1]), 10, 32)
-		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget)}
+		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget), EnqueueEventID: str(v[2])}
 	}
 	return runs, nil
 }
@@ -142,6 +145,7 @@ func decodeSnapshot(r *jobRow) (*JobSnapshot, error) {
 			Timeout:        job.Timeout,
 			Headers:        job.Headers,
 			CreatedAt:      job.CreatedAt,
+			ContentType:    r.hash["content_type"],
 		},
 		BudgetStart: d.int32("budget_start"),
 		Attempts:    attempts,

@@ -1,0 +1,45 @@
+package queuelimit
+
+import (
+	"testing"
+	"time"
+)
+
+func TestTakeRefillsAtTheRate(t *testing.T) {
+	var l Limits
+	now := time.Unix(1_700_000_000, 0)
+	if got := l.Take("t", "q", 10, 100, now); got != 10 {
+		t.Fatalf("first take: got %d, want the burst of 10", got)
+	}
+	if got := l.Take("t", "q", 10, 100, now); got != 0 {
+		t.Fatalf("second take at the same instant: got %d, want 0", got)
+	}
+	if got := l.Take("t", "q", 10, 100, now.Add(500*time.Millisecond)); got != 5 {
+		t.Fatalf("after 500ms: got %d, want 5", got)
+	}
+	if got := l.Take("t", "other", 10, 3, now); got != 3 {
+		t.Fatalf("another queue: got %d, want 3", got)
+	}
+	if got := l.Take("t", "q", 0, 7, now); got != 7 {
+		t.Fatalf("no limit: got %d, want 7", got)
+	}
+}
+
+func TestAcquireHoldsTheLimit(t *testing.T) {
+	var l Limits
+	for i := range 3 {
+		if !l.Acquire("t", "q", 3) {
+			t.Fatalf("acquire %d refused below the limit", i)
+		}
+	}
+	if l.Acquire("t", "q", 3) {
+		t.Fatal("acquire above the limit allowed")
+	}
+	l.Release("t", "q")
+	if !l.Acquire("t", "q", 3) {
+		t.Fatal("acquire after a release refused")
+	}
+	if !l.Acquire("t", "q", 0) {
+		t.Fatal("no limit refused")
+	}
+}
