@@ -158,7 +158,10 @@ func validateTarget(t *sluicev1.Target, prefix string) *connect.Error {
 		}
 		return nil
 	case *sluicev1.Target_EndpointId:
-		return fieldError(connect.CodeInvalidArgument, prefix+"target.endpointId", "unknown endpoint %q", kind.EndpointId)
+		if kind.EndpointId == "" {
+			return fieldError(connect.CodeInvalidArgument, prefix+"target.endpointId", "required")
+		}
+		return nil // its existence is checked with the tenant (checkEndpointTarget)
 	default:
 		return fieldError(connect.CodeInvalidArgument, prefix+"target", "unknown target kind")
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/log/eventlog"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/queuelimit"
 	"github.com/sluicehq/sluice/retrytiers"
 	"github.com/sluicehq/sluice/retrytiers/delayline"
 )
@@ -27,6 +28,9 @@ import (
 type JobRun struct {
 	State       sluicev1.JobState
 	BudgetStart int32
+	// EnqueueEventID is the job.enqueued that created the job; empty
+	// until the read model folded it.
+	EnqueueEventID string
 }
 
 // StateReader reads where jobs stand; delivery uses it to skip jobs
@@ -44,8 +48,10 @@ type SecretSource interface {
 // Observer hears about every attempt; cmd turns it into metrics. Its
 // methods must not block.
 type Observer interface {
-	// Attempted reports a finished attempt and what follows it.
-	Attempted(queue string, outcome eventv1.Outcome, statusCode int, latency time.Duration)
+	// Attempted reports a finished attempt and what follows it. endpoint
+	// names where it went: the endpoint id for an endpoint target, else
+	// the host (host:port) of the target URL.
+	Attempted(queue, endpoint string, outcome eventv1.Outcome, statusCode int, latency time.Duration)
 	// Deferred reports an attempt put back because its target's share of
 	// slots was full.
 	Deferred(queue string)
@@ -53,8 +59,8 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Attempted(string, eventv1.Outcome, int, time.Duration) {}
-func (nopObserver) Deferred(string)                                       {}
+func (nopObserver) Attempted(string, string, eventv1.Outcome, int, time.Duration) {}
+func (nopObserver) Deferred(string)                                               {}
 
 // Config configures a Deliverer.
 type Config struct {
@@ -64,6 +70,8 @@ type Config struct {
 	Secrets SecretSource
 	// States, when set, lets delivery skip cancelled jobs.
 	States StateReader
+	// Queues, when set, gives queues' pause and limits (queues.go).
+	Queues QueueControl
 	// Guard decides which addresses may be dialled. Zero value: public
 	// addresses only.
 	Guard Guard
@@ -87,6 +95,12 @@ type Config struct {
 	// ExcerptBytes of the response body kept in the attempt event.
 	// Default 4096.
 	ExcerptBytes int
+	// Endpoints resolves endpoint targets at attempt time. Without it, a
+	// job with an endpoint target dies ("unknown endpoint").
+	Endpoints EndpointSource
+	// Protection guards each endpoint: breaker, limits, auto-disable.
+	// Zero fields take their defaults.
+	Protection ProtectionConfig
 	// Observer hears about attempts. Default: none.
 	Observer Observer
 	// Now is the clock. Default time.Now.
@@ -118,6 +132,7 @@ func (c Config) WithDefaults() Config {
 	if c.ExcerptBytes == 0 {
 		c.ExcerptBytes = 4096
 	}
+	c.Protection = c.Protection.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -142,10 +157,12 @@ func (c Config) Validate() error {
 // Deliverer turns ready HTTP jobs into attempts; its Handle method is an
 // eventlog.Handler for the delivery role's runner.
 type Deliverer struct {
-	cfg    Config
-	poster *Poster
-	hosts  *hostLimiter
-	states *stateBatcher // nil without Config.States
+	cfg     Config
+	poster  *Poster
+	hosts   *hostLimiter
+	protect *protector
+	states  *stateBatcher // nil without Config.States
+	queues  queuelimit.Limits
 }
 
 // New returns a Deliverer.
@@ -154,7 +171,8 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now), hosts: newHostLimiter(cfg.MaxPerHost, cfg.SlotWait)}
+	d := &Deliverer{cfg: cfg, poster: NewPoster(cfg.Guard, cfg.ExcerptBytes, cfg.Now), hosts: newHostLimiter(cfg.MaxPerHost, cfg.SlotWait),
+		protect: newProtector(cfg.Protection)}
 	if cfg.States != nil {
 		d.states = newStateBatcher(cfg.States, time.Millisecond, 512)
 	}
@@ -197,6 +215,14 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 			return nil, nil
 		}
 	}
+	out, held, release, err := d.gate(ctx, rec, ev, run)
+	if err != nil || held {
+		return out, err
+	}
+	defer release()
+	if id := run.spec.GetTarget().GetEndpointId(); id != "" {
+		return d.handleEndpoint(ctx, rec, ev, run, id)
+	}
 	host := fmt.Sprintf("%s/%d", hostOf(run.spec.GetTarget().GetUrl()), rec.Partition)
 	slot := d.hosts.acquire(host)
 	if slot == nil {
@@ -214,12 +240,13 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 		return nil, fmt.Errorf("signing secret of tenant %s: %w", ev.TenantId, err)
 	}
 	res := d.poster.Post(ctx, Request{
-		URL:     run.spec.GetTarget().GetUrl(),
-		ID:      ev.JobId,
-		Body:    run.spec.Payload,
-		Headers: run.spec.Headers,
-		Signer:  signer,
-		Timeout: d.timeout(run.spec),
+		URL:         run.spec.GetTarget().GetUrl(),
+		ID:          ev.JobId,
+		ContentType: run.spec.GetContentType(),
+		Body:        run.spec.Payload,
+		Headers:     []map[string]string{run.spec.Headers},
+		Signers:     []*Signer{signer},
+		Timeout:     d.timeout(run.spec),
 	})
 	if ctx.Err() != nil {
 		return nil, ctx.Err() // stopping: the attempt is repeated by the next owner
@@ -237,6 +264,8 @@ type run struct {
 	budget  int32
 	spec    *eventv1.JobSpec
 	history []*eventv1.JobAttempted
+	// endpoint is set for an attempt made to an endpoint target.
+	endpoint *endpointRun
 }
 
 // stale reports whether r no longer stands: its job was cancelled after
@@ -266,8 +295,8 @@ func (d *Deliverer) runFor(ev *eventv1.Event) (run, bool) {
 	default:
 		return run{}, false
 	}
-	// Jobs without a URL wait for a worker (or an endpoint fan-out).
-	return r, r.spec.GetTarget().GetUrl() != ""
+	// Jobs without a target wait for a worker.
+	return r, r.spec.GetTarget().GetUrl() != "" || r.spec.GetTarget().GetEndpointId() != ""
 }
 
 // outcome builds the records that end an attempt, in the order they are
@@ -285,8 +314,12 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 	}
 	var follow *kgo.Record
 	if !res.OK() {
-		decision := retrytiers.ForJob(r.spec).Decide(r.budgetAttempt(), failureOf(res), now, rand.Float64)
-		if errors.Is(res.Err, ErrForbiddenAddress) {
+		failure := failureOf(res)
+		if r.endpoint != nil && r.endpoint.parkNext {
+			failure = retrytiers.Failure{} // the endpoint is disabled: its message waits, it does not die
+		}
+		decision := retrytiers.ForJob(r.spec).Decide(r.budgetAttempt(), failure, now, rand.Float64)
+		if errors.Is(res.Err, ErrForbiddenAddress) || errors.Is(res.Err, ErrUnknownEndpoint) {
 			decision = retrytiers.Decision{Dead: true, Reason: "permanent failure: " + res.Err.Error()}
 		}
 		var err error
@@ -299,7 +332,12 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 			next := eventlog.NewEvent(meta(1), &eventv1.JobReady{
 				Attempt: r.attempt + 1, BudgetStart: r.budget, Spec: r.spec, History: append(slices.Clip(r.history), attempt),
 			})
-			follow, err = delayline.Schedule(d.cfg.Topics, next, due, now)
+			if r.endpoint != nil && r.endpoint.parkNext {
+				attempt.NextAttemptAt = nil // when the endpoint is enabled again
+				follow, err = d.parkedRecord(next, r.endpoint.id)
+			} else {
+				follow, err = delayline.Schedule(d.cfg.Topics, next, due, now)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -309,23 +347,33 @@ func (d *Deliverer) outcome(rec *kgo.Record, ev *eventv1.Event, r run, started t
 	if err != nil {
 		return nil, err
 	}
-	d.cfg.Observer.Attempted(r.spec.Queue, attempt.Outcome, res.StatusCode, res.Latency)
-	if follow == nil {
-		return []*kgo.Record{out}, nil
+	d.cfg.Observer.Attempted(r.spec.Queue, r.endpointLabel(), attempt.Outcome, res.StatusCode, res.Latency)
+	outs := []*kgo.Record{out}
+	if follow != nil {
+		outs = append(outs, follow)
 	}
-	return []*kgo.Record{out, follow}, nil
+	if r.endpoint != nil {
+		outs = append(outs, r.endpoint.extra...)
+	}
+	return outs, nil
 }
 
 // deferRun puts an attempt whose host is saturated back on the shortest
 // delay line, unchanged: no attempt is counted.
 func (d *Deliverer) deferRun(rec *kgo.Record, ev *eventv1.Event, r run) ([]*kgo.Record, error) {
+	return d.deferRunUntil(rec, ev, r, d.cfg.Now().Add(d.cfg.DeferFor))
+}
+
+// deferRunUntil puts an attempt back on the delay lines until due,
+// unchanged: no attempt is counted.
+func (d *Deliverer) deferRunUntil(rec *kgo.Record, ev *eventv1.Event, r run, due time.Time) ([]*kgo.Record, error) {
 	now := d.cfg.Now()
 	ready := eventlog.NewEvent(eventlog.Meta{
 		TenantID: ev.TenantId, JobID: ev.JobId, EventID: eventlog.DeriveID(rec, 0),
 		CausationID: ev.EventId, OccurredAt: now,
 		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "delivery"},
 	}, &eventv1.JobReady{Attempt: r.attempt, BudgetStart: r.budget, Spec: r.spec, History: r.history})
-	out, err := delayline.Schedule(d.cfg.Topics, ready, now.Add(d.cfg.DeferFor), now)
+	out, err := delayline.Schedule(d.cfg.Topics, ready, due, now)
 	if err != nil {
 		return nil, err
 	}

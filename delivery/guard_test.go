@@ -1,9 +1,13 @@
 package delivery
 
 import (
+	"context"
 	"errors"
+	"net"
+	"net/http"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestGuard(t *testing.T) {
@@ -27,6 +31,22 @@ func TestGuard(t *testing.T) {
 		{"fd00:ec2::254", false, false, false},
 		{"0.0.0.0", false, false, false},
 		{"224.0.0.1", false, false, false},
+		{"ff02::1", false, false, false},
+		{"::", false, false, false},
+		{"0.1.2.3", false, false, false},
+		{"255.255.255.255", false, false, false},
+		{"fe80::1", false, false, true},
+		{"fe80::1%eth0", false, false, true},
+		{"::ffff:10.0.0.1", false, false, true},
+		{"::ffff:169.254.169.254", false, false, false},
+		{"100.64.0.1", false, false, true},
+		{"100.127.255.254", false, false, true},
+		{"100.128.0.1", true, true, true},
+		{"64:ff9b::7f00:1", false, true, false},    // NAT64 of 127.0.0.1
+		{"64:ff9b::a00:1", false, false, true},     // NAT64 of 10.0.0.1
+		{"2002:a9fe:a9fe::1", false, false, false}, // 6to4 of 169.254.169.254
+		{"::127.0.0.1", false, true, false},        // IPv4-compatible
+		{"fec0::1", false, false, true},
 	}
 	guards := []struct {
 		name string
@@ -47,5 +67,46 @@ func TestGuard(t *testing.T) {
 				t.Errorf("%s guard, %s: error %v does not wrap ErrForbiddenAddress", g.name, c.addr, err)
 			}
 		}
+	}
+}
+
+// TestPosterRefusesAtConnectTime dials through the real poster: names and
+// literals that resolve to refused addresses never get a connection.
+func TestPosterRefusesAtConnectTime(t *testing.T) {
+	t.Parallel()
+	srv, n := target(t, 204, nil)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p := NewPoster(Guard{}, 4096, time.Now)
+	t.Cleanup(p.Close)
+	signer, err := NewSigner(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"localhost", "127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "10.0.0.1", "169.254.169.254", "[fe80::1]"} {
+		res := p.Post(context.Background(), Request{
+			URL: "http://" + host + ":" + port + "/", ID: "msg_1", Body: []byte("{}"),
+			Signers: []*Signer{signer}, Timeout: 2 * time.Second,
+		})
+		if !errors.Is(res.Err, ErrForbiddenAddress) {
+			t.Errorf("%s: got %v (status %d), want ErrForbiddenAddress", host, res.Err, res.StatusCode)
+		}
+	}
+	if n.Load() != 0 {
+		t.Errorf("the target got %d requests, want none", n.Load())
+	}
+}
+
+func TestPosterFollowsNoRedirect(t *testing.T) {
+	t.Parallel()
+	srv, n := target(t, http.StatusFound, map[string]string{"Location": "http://169.254.169.254/latest"})
+	p := NewPoster(Guard{AllowLoopback: true}, 4096, time.Now)
+	t.Cleanup(p.Close)
+	signer, _ := NewSigner(testSecret)
+	res := p.Post(context.Background(), Request{URL: srv.URL, ID: "m", Body: []byte("{}"), Signers: []*Signer{signer}, Timeout: 2 * time.Second})
+	if res.StatusCode != http.StatusFound || res.OK() || n.Load() != 1 {
+		t.Errorf("got status %d ok %v after %d requests, want the 302 itself as a failure", res.StatusCode, res.OK(), n.Load())
+	}
+	if res.ResponseHeaders["Location"] != "http://169.254.169.254/latest" {
+		t.Errorf("kept headers %v, want Location", res.ResponseHeaders)
 	}
 }

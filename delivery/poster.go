@@ -9,16 +9,23 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // Request is one delivery attempt to make.
 type Request struct {
-	URL     string
-	ID      string // webhook-id: the job id, stable across attempts
-	Body    []byte
-	Headers map[string]string
-	Signer  *Signer
+	URL string
+	ID  string // webhook-id: the job id, stable across attempts
+	// ContentType of Body; empty means application/json.
+	ContentType string
+	Body        []byte
+	// Headers are set after the content type and before the signature
+	// headers, in order: later maps win.
+	Headers []map[string]string
+	// Signers each add a signature to webhook-signature, space-separated
+	// (several while a secret rotation's overlap lasts). At least one.
+	Signers []*Signer
 	Timeout time.Duration
 }
 
@@ -35,8 +42,13 @@ type Result struct {
 // OK reports whether the attempt succeeded: a 2xx answer.
 func (r Result) OK() bool { return r.Err == nil && r.StatusCode >= 200 && r.StatusCode < 300 }
 
-// keptResponseHeaders are copied into the attempt event.
-var keptResponseHeaders = []string{"Content-Type", "Retry-After", "Server", "X-Request-Id"}
+// KeptResponseHeaders are the response headers copied into the attempt
+// event (job.attempted's response_headers), when present: enough to tell
+// who answered and why, never cookies or credentials.
+var KeptResponseHeaders = []string{
+	"Content-Type", "Content-Length", "Location", "Retry-After", "Server",
+	"X-Request-Id", "X-Correlation-Id", "Cf-Ray", "X-Amz-Cf-Id",
+}
 
 // Poster makes delivery attempts over a shared connection pool.
 type Poster struct {
@@ -77,15 +89,25 @@ func (p *Poster) Post(ctx context.Context, req Request) Result {
 	if err != nil {
 		return Result{Err: fmt.Errorf("build request: %w", err)}
 	}
-	hreq.Header.Set("Content-Type", "application/json")
+	contentType := req.ContentType
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	hreq.Header.Set("Content-Type", contentType)
 	hreq.Header.Set("User-Agent", "Sluice/1")
-	for k, v := range req.Headers {
-		hreq.Header.Set(k, v)
+	for _, hs := range req.Headers {
+		for k, v := range hs {
+			hreq.Header.Set(k, v)
+		}
 	}
 	ts := start.Unix()
 	hreq.Header.Set(HeaderID, req.ID)
 	hreq.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	hreq.Header.Set(HeaderSignature, req.Signer.Sign(req.ID, ts, req.Body))
+	sigs := make([]string, len(req.Signers))
+	for i, s := range req.Signers {
+		sigs[i] = s.Sign(req.ID, ts, req.Body)
+	}
+	hreq.Header.Set(HeaderSignature, strings.Join(sigs, " "))
 
 	resp, err := p.client.Do(hreq)
 	if err != nil {
@@ -100,7 +122,7 @@ func (p *Poster) Post(ctx context.Context, req Request) Result {
 	// Drain a little more so the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	res := Result{StatusCode: resp.StatusCode, Latency: p.now().Sub(start), Excerpt: excerpt}
-	for _, h := range keptResponseHeaders {
+	for _, h := range KeptResponseHeaders {
 		if v := resp.Header.Get(h); v != "" {
 			if res.ResponseHeaders == nil {
 				res.ResponseHeaders = make(map[string]string)

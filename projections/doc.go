@@ -38,7 +38,7 @@
 // in every index, with its count. What remains is a tombstone hash
 // holding only the purge's (partition, offset) and "tombstone", which
 // every later event of the job leaves as it is and which queries treat as
-// no job; it expires after 30 days, the events topic's retention. Any
+// no job; it expires 30 days after the purge (TombstoneTTL). Any
 // other job ignores job.purged.
 //
 // Succeeded jobs never change; dead jobs change only by job.retried and

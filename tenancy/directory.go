@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/log/eventlog"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // ErrUnknownKey is returned for a key that resolves to no tenant.
@@ -50,9 +52,12 @@ type Directory struct {
 
 	mu      sync.RWMutex
 	tenants map[string]*eventv1.Tenant
-	keys    map[string]*eventv1.APIKey // by hash
-	applied map[int32]int64            // next offset folded, per partition
-	changed chan struct{}              // closed and replaced on every fold
+	keys    map[string]*eventv1.APIKey            // by hash
+	queues  map[string]map[string]*sluicev1.Queue // by tenant, then name
+	applied map[int32]int64                       // next offset folded, per partition
+	// endpoints is folded in endpoints.go.
+	endpoints endpointTable
+	changed   chan struct{} // closed and replaced on every fold
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -89,6 +94,7 @@ func NewDirectory(cfg Config) (*Directory, error) {
 		cl:      cl,
 		tenants: make(map[string]*eventv1.Tenant),
 		keys:    make(map[string]*eventv1.APIKey),
+		queues:  make(map[string]map[string]*sluicev1.Queue),
 		applied: make(map[int32]int64),
 		changed: make(chan struct{}),
 	}, nil
@@ -173,6 +179,10 @@ func (d *Directory) fold(rec *kgo.Record) {
 			delete(d.keys, key[7:])
 		case len(key) > 7 && key[:7] == "tenant/":
 			delete(d.tenants, key[7:])
+		case strings.HasPrefix(key, queueKeyPrefix):
+			d.deleteQueue(key)
+		case strings.HasPrefix(key, endpointKeyPrefix):
+			d.dropEndpoint(key, rec.Offset)
 		}
 		return
 	}
@@ -186,6 +196,10 @@ func (d *Directory) fold(rec *kgo.Record) {
 		d.tenants[b.Tenant.Id] = b.Tenant
 	case *eventv1.ConfigRecord_ApiKey:
 		d.keys[b.ApiKey.Hash] = b.ApiKey
+	case *eventv1.ConfigRecord_Queue:
+		d.foldQueue(b.Queue)
+	case *eventv1.ConfigRecord_Endpoint:
+		d.foldEndpoint(b.Endpoint, rec.Offset)
 	}
 }
 
@@ -265,7 +279,9 @@ func (d *Directory) Bootstrap(ctx context.Context, name, key string, now time.Ti
 func (d *Directory) append(ctx context.Context, key string, cr *eventv1.ConfigRecord, now time.Time) error {
 	cr.EventId = eventlog.NewID()
 	cr.OccurredAt = timestamppb.New(now)
-	cr.Actor = &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "tenancy"}
+	if cr.Actor == nil {
+		cr.Actor = &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "tenancy"}
+	}
 	value, err := proto.Marshal(cr)
 	if err != nil {
 		return fmt.Errorf("encode config record %s: %w", key, err)

@@ -32,11 +32,16 @@ func runDev(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the HTTP API")
 	apiKey := fs.String("api-key", "", "API key of the dev tenant; generated and kept in --data-dir when empty")
 	tuning := addTuningFlags(fs)
+	inboundFlags := addInboundFlags(fs)
 	logs := addLogFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	logger, err := logs.logger()
+	if err != nil {
+		return err
+	}
+	inboundCfg, err := inboundFlags.config()
 	if err != nil {
 		return err
 	}
@@ -91,12 +96,16 @@ func runDev(ctx context.Context, args []string) error {
 		Brokers:             brokers,
 		Redis:               rdb,
 		Topics:              topics,
-		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true, roleTiers: true},
+		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true, roleTiers: true, roleRouter: true},
 		Listener:            ln,
 		NodeID:              "dev",
 		Guard:               delivery.Guard{AllowLoopback: true},
 		Limits:              tuning.limits(),
 		DeliveryConcurrency: *tuning.concurrency,
+		IdempotencyWindow:   *tuning.idempotency,
+		Protection:          tuning.protection(),
+		DrainRate:           *tuning.drainRate,
+		Inbound:             inboundCfg,
 		Logger:              logger,
 	})
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/delivery"
 )
 
 // flagSet is a flag.FlagSet whose flags also read SLUICE_* environment
@@ -76,15 +78,26 @@ func (l logFlags) logger() (*slog.Logger, error) {
 
 // tuningFlags size a node's work; dev and serve take the same ones.
 type tuningFlags struct {
-	maxPayload  *int
-	concurrency *int
+	maxPayload   *int
+	concurrency  *int
+	disableAfter *time.Duration
+	drainRate    *float64
+	idempotency  *time.Duration
 }
 
 func addTuningFlags(fs flagSet) tuningFlags {
 	return tuningFlags{
-		maxPayload:  fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted"),
-		concurrency: fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them"),
+		maxPayload:   fs.Int("max-payload-bytes", 1<<20, "largest job payload accepted"),
+		concurrency:  fs.Int("delivery-concurrency", 256, "deliveries in flight per partition; one target may hold all but an eighth of them"),
+		disableAfter: fs.Duration("endpoint-disable-after", 120*time.Hour, "disable an endpoint whose deliveries have all failed this long; negative never"),
+		drainRate:    fs.Float64("endpoint-drain-rate", 50, "parked messages released per second per endpoint and node once the endpoint is enabled again"),
+		idempotency:  fs.Duration("idempotency-window", api.DefaultIdempotencyWindow, "how long an idempotency key returns its first job; after it the key starts a new job"),
 	}
+}
+
+// protection is the per-endpoint protection the flags ask for.
+func (t tuningFlags) protection() delivery.ProtectionConfig {
+	return delivery.ProtectionConfig{DisableAfter: *t.disableAfter}
 }
 
 func (t tuningFlags) limits() api.Limits { return api.Limits{MaxPayloadBytes: *t.maxPayload} }

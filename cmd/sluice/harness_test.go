@@ -50,6 +50,8 @@ type server struct {
 	Secret string
 	// Brokers of the embedded Kafka (dev only).
 	Brokers string
+	// Metrics is the base URL of the --metrics-addr listener, if any.
+	Metrics string
 	exited  chan struct{}
 }
 
@@ -92,6 +94,8 @@ func startSluice(t *testing.T, key string, args ...string) *server {
 				s.Key = strings.TrimPrefix(line, "api key: ")
 			case strings.HasPrefix(line, "embedded kafka: "):
 				s.Brokers = strings.TrimPrefix(line, "embedded kafka: ")
+			case strings.HasPrefix(line, "metrics "):
+				s.Metrics = strings.TrimPrefix(line, "metrics ")
 			case strings.HasPrefix(line, "signing secret: "):
 				s.Secret = strings.TrimPrefix(line, "signing secret: ")
 			case strings.HasPrefix(line, "sluice ready "):

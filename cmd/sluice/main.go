@@ -23,6 +23,10 @@ commands:
   serve                 run the chosen roles against external Kafka and Redis
   topics create         create Sluice's topics (idempotent)
   projections rebuild   rebuild the Redis projections from the log
+  inbox replay          route a source's inbound requests of a time range again
+  jobs ...              enqueue, get, list, cancel and retry jobs on a server
+  dlq ...               list, retry and purge dead letters on a server
+  queues ...            list, get, pause, resume and update queues on a server
 
 Run 'sluice <command> -h' for a command's flags.
 `
@@ -52,6 +56,14 @@ func run(ctx context.Context, args []string) error {
 		return runTopicsCreate(ctx, rest[1:])
 	case cmd == "projections" && len(rest) > 0 && rest[0] == "rebuild":
 		return runProjectionsRebuild(ctx, rest[1:])
+	case cmd == "jobs":
+		return runJobs(ctx, rest)
+	case cmd == "dlq":
+		return runDLQ(ctx, rest)
+	case cmd == "queues":
+		return runQueues(ctx, rest)
+	case cmd == "inbox":
+		return runInbox(ctx, rest)
 	case cmd == "-h" || cmd == "--help" || cmd == "help":
 		fmt.Fprint(os.Stdout, usage)
 		return nil

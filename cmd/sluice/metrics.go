@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/sluicehq/sluice/log/eventlog"
+	"github.com/sluicehq/sluice/projections"
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 )
 
@@ -28,6 +29,7 @@ type metrics struct {
 	retries  *prometheus.CounterVec
 	dead     *prometheus.CounterVec
 	deferred *prometheus.CounterVec
+	jobs     *jobMetrics // jobmetrics.go
 
 	mu    sync.Mutex
 	heads map[string]map[int32]time.Time // delay line -> partition -> head timer's append time
@@ -57,6 +59,7 @@ func newMetrics() *metrics {
 		heads: make(map[string]map[int32]time.Time),
 	}
 	reg.MustRegister(m.attempts, m.latency, m.retries, m.dead, m.deferred)
+	m.jobs = newJobMetrics(reg)
 	return m
 }
 
@@ -74,7 +77,8 @@ func (m *metrics) handler() http.Handler {
 }
 
 // Attempted implements delivery.Observer.
-func (m *metrics) Attempted(queue string, outcome eventv1.Outcome, _ int, latency time.Duration) {
+func (m *metrics) Attempted(queue, endpoint string, outcome eventv1.Outcome, _ int, latency time.Duration) {
+	m.jobs.attempted(queue, endpoint, outcomeName(outcome), latency)
 	var name string
 	switch outcome {
 	case eventv1.Outcome_OUTCOME_SUCCEEDED:
@@ -119,13 +123,14 @@ type lagCollector struct {
 	adm    *kadm.Client
 	topics eventlog.Topics
 	groups []string
+	store  *projections.Store // the projections role's checkpoints; ops.go
 
 	lag, backlog, oldest *prometheus.Desc
 }
 
-func (m *metrics) registerLag(adm *kadm.Client, topics eventlog.Topics, groups ...string) {
+func (m *metrics) registerLag(adm *kadm.Client, topics eventlog.Topics, groups []string, store *projections.Store) {
 	m.reg.MustRegister(&lagCollector{
-		m: m, adm: adm, topics: topics, groups: groups,
+		m: m, adm: adm, topics: topics, groups: groups, store: store,
 		lag:     prometheus.NewDesc("sluice_consumer_lag", "Records not yet consumed, by consumer group (role) and topic.", []string{"group", "topic"}, nil),
 		backlog: prometheus.NewDesc("sluice_tier_backlog", "Timers waiting in each delay line.", []string{"tier"}, nil),
 		oldest:  prometheus.NewDesc("sluice_tier_oldest_age_seconds", "Age of the oldest timer waiting at the head of a delay line on this node.", []string{"tier"}, nil),
@@ -160,6 +165,9 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 			}
 		})
+	}
+	if lag, err := readModelLag(ctx, c.adm, c.store, c.topics.Events()); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(lag), c.topics.Prefix+roleProjections, c.topics.Events())
 	}
 	now := time.Now()
 	c.m.mu.Lock()

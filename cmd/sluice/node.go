@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/api"
@@ -30,9 +29,10 @@ const (
 	roleDelivery    = "delivery"
 	roleProjections = "projections"
 	roleTiers       = "tiers"
+	// roleRouter is in inbound.go.
 )
 
-var knownRoles = []string{roleAPI, roleDelivery, roleProjections, roleTiers}
+var knownRoles = []string{roleAPI, roleDelivery, roleProjections, roleTiers, roleRouter}
 
 func parseRoles(s string) (map[string]bool, error) {
 	roles := make(map[string]bool)
@@ -61,13 +61,29 @@ type nodeConfig struct {
 	Roles     map[string]bool
 	// Listener serves the API when the api role runs.
 	Listener net.Listener
+	// MetricsListener, when set, serves /metrics, /healthz and /readyz on
+	// a port of their own, whatever the roles (ops.go).
+	MetricsListener net.Listener
+	// RedisPrefix starts every key of the read model; "" =
+	// projections.DefaultPrefix.
+	RedisPrefix string
 	// NodeID makes transactional ids stable across restarts of this node.
 	NodeID string
 	Guard  delivery.Guard
 	Limits api.Limits
 	// DeliveryConcurrency is the in-flight deliveries per partition.
 	DeliveryConcurrency int
-	Logger              *slog.Logger
+	// IdempotencyWindow is how long an idempotency key names its job;
+	// zero means api.DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
+	// Protection guards each endpoint (breaker, auto-disable).
+	Protection delivery.ProtectionConfig
+	// DrainRate paces the release of a re-enabled endpoint's parked
+	// messages, per node and endpoint; 0 = the default.
+	DrainRate float64
+	// Inbound sizes the inbound webhook receiver.
+	Inbound inboundConfig
+	Logger  *slog.Logger
 }
 
 // node runs the roles of one process.
@@ -77,6 +93,8 @@ type node struct {
 	stops   []func(context.Context) error // in start order
 	srv     *http.Server
 	serve   chan error
+	inbound *inboundParts // inbound.go
+	ops     *ops          // ops.go
 }
 
 // startNode starts the configured roles in dependency order: the tenant
@@ -100,8 +118,14 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 		return nil, fmt.Errorf("fold tenants: %w", err)
 	}
 	n.stops = append(n.stops, dir.Stop)
+	if err := n.startInbound(ctx); err != nil {
+		return nil, err
+	}
 
-	store := projections.NewStore(cfg.Redis, projections.StoreConfig{Logger: log})
+	store := projections.NewStore(cfg.Redis, projections.StoreConfig{Prefix: cfg.RedisPrefix, Logger: log})
+	if err := n.startOps(dir, store); err != nil {
+		return nil, err
+	}
 	if cfg.Roles[roleProjections] {
 		proj, err := projections.NewProjector(store, projections.Config{
 			Brokers: cfg.Brokers, Topic: cfg.Topics.Events(), Group: cfg.Topics.Prefix + "projections",
@@ -121,7 +145,10 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			Topics:     cfg.Topics,
 			Secrets:    tenantSecrets{dir},
 			States:     jobRuns{store},
+			Queues:     dir,
 			Guard:      cfg.Guard,
+			Endpoints:  endpointSource{dir},
+			Protection: cfg.Protection,
 			MaxPerHost: perHostShare(cfg.DeliveryConcurrency),
 			Observer:   m,
 			Logger:     log,
@@ -134,6 +161,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			Group:           cfg.Topics.Prefix + "delivery",
 			Topics:          []string{cfg.Topics.Events()},
 			Handler:         d.Handle,
+			Priority:        eventlog.RecordPriority,
 			TransactionalID: cfg.Topics.Prefix + "delivery-" + cfg.NodeID,
 			MaxInFlight:     cfg.DeliveryConcurrency,
 			ClientOpts:      staticMember(cfg, m, "delivery"),
@@ -150,6 +178,11 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			d.Close()
 			return err
 		})
+		stopReleaser, err := startReleaser(ctx, cfg, m, dir)
+		if err != nil {
+			return nil, err
+		}
+		n.stops = append(n.stops, stopReleaser)
 	}
 
 	if cfg.Roles[roleTiers] {
@@ -175,6 +208,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 			return nil, err
 		}
 	}
+	n.ops.markStarted()
 	return n, nil
 }
 
@@ -190,32 +224,40 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 		return err
 	}
 	n.stops = append(n.stops, func(context.Context) error { app.Close(); return nil })
-	adm := kadm.NewClient(app.Client())
-	h, err := api.NewHandler(api.Config{
-		Auth:   dir,
-		Log:    app,
-		Jobs:   store,
-		Topics: cfg.Topics,
-		Limits: cfg.Limits,
-		Ready: func(ctx context.Context) error {
-			if _, err := adm.ListBrokers(ctx); err != nil {
-				return fmt.Errorf("kafka: %w", err)
-			}
-			if err := cfg.Redis.Ping(ctx).Err(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-			return nil
-		},
-		DeadLetters: store,
-		Logger:      cfg.Logger,
-	})
+	sourceCfg, inboundHandler, err := n.inboundAPI(app)
 	if err != nil {
 		return err
 	}
-	n.metrics.registerLag(adm, cfg.Topics, cfg.Topics.Prefix+"delivery", cfg.Topics.Prefix+"tiers")
+	apiCfg := api.Config{
+		Queues:            dir,
+		QueueStats:        store,
+		Workers:           store,
+		IdempotencyWindow: cfg.IdempotencyWindow,
+		Sources:           sourceCfg,
+		Auth:              dir,
+		Endpoints:         dir,
+		Log:               meteredLog{app, n.metrics.jobs},
+		Jobs:              store,
+		Topics:            cfg.Topics,
+		Limits:            cfg.Limits,
+		Ready:             n.ops.ready,
+		DeadLetters:       store,
+		Logger:            cfg.Logger,
+	}
+	h, err := api.NewHandler(apiCfg)
+	if err != nil {
+		return err
+	}
+	reaper, err := api.NewLeaseReaper(apiCfg, dir.TenantIDs)
+	if err != nil {
+		return err
+	}
+	reaper.Start()
+	n.stops = append(n.stops, reaper.Stop)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.Handle("/", h)
+	mux.Handle("POST /in/{source_id}", inboundHandler)
 	n.srv = api.NewServer(mux)
 	go func() { n.serve <- n.srv.Serve(cfg.Listener) }()
 	n.stops = append(n.stops, func(ctx context.Context) error {
@@ -285,7 +327,7 @@ func (j jobRuns) JobRuns(ctx context.Context, tenantID string, jobIDs []string) 
 	}
 	out := make(map[string]delivery.JobRun, len(runs))
 	for id, r := range runs {
-		out[id] = delivery.JobRun{State: r.State, BudgetStart: r.BudgetStart}
+		out[id] = delivery.JobRun{State: r.State, BudgetStart: r.BudgetStart, EnqueueEventID: r.EnqueueEventID}
 	}
 	return out, nil
 }

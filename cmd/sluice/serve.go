@@ -46,7 +46,7 @@ func (k kafkaFlags) topics() eventlog.Topics {
 // runServe runs the chosen roles against external Kafka and Redis.
 func runServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("serve")
-	roles := fs.String("roles", "api,delivery,projections,tiers", "roles to run: "+strings.Join(knownRoles, ","))
+	roles := fs.String("roles", "api,delivery,projections,tiers,router", "roles to run: "+strings.Join(knownRoles, ","))
 	kafka := addKafkaFlags(fs)
 	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis holding the projections")
 	httpAddr := fs.String("http-addr", "0.0.0.0:8080", "address of the HTTP API (api role)")
@@ -55,7 +55,10 @@ func runServe(ctx context.Context, args []string) error {
 	allowLoopback := fs.Bool("allow-loopback-targets", false, "let deliveries reach loopback addresses")
 	allowPrivate := fs.Bool("allow-private-targets", false, "let deliveries reach private and link-local addresses")
 	tuning := addTuningFlags(fs)
+	inboundFlags := addInboundFlags(fs)
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
+	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this address too, for nodes without the api role (e.g. 0.0.0.0:9090); off when empty")
+	redisPrefix := fs.String("redis-prefix", projections.DefaultPrefix, "prefix of every Redis key of the read model")
 	bootstrapKey := fs.String("bootstrap-api-key", "", "make sure this API key exists, creating a tenant for it when it does not")
 	_ = fs.String("clickhouse-dsn", "", "ClickHouse for the audit trail (analytics role; not in this build)")
 	logs := addLogFlags(fs)
@@ -63,6 +66,10 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	logger, err := logs.logger()
+	if err != nil {
+		return err
+	}
+	inboundCfg, err := inboundFlags.config()
 	if err != nil {
 		return err
 	}
@@ -120,9 +127,20 @@ func runServe(ctx context.Context, args []string) error {
 			return fmt.Errorf("--http-addr: %w", err)
 		}
 	}
+	var metricsLn net.Listener
+	if *metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", *metricsAddr); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
 	n, err := startNode(ctx, nodeConfig{
 		Brokers:             kafka.brokerList(),
 		Redis:               rdb,
+		RedisPrefix:         *redisPrefix,
+		MetricsListener:     metricsLn,
 		Topics:              topics,
 		Roles:               roleSet,
 		Listener:            ln,
@@ -130,15 +148,25 @@ func runServe(ctx context.Context, args []string) error {
 		Guard:               delivery.Guard{AllowLoopback: *allowLoopback, AllowPrivate: *allowPrivate},
 		Limits:              tuning.limits(),
 		DeliveryConcurrency: *tuning.concurrency,
+		IdempotencyWindow:   *tuning.idempotency,
+		Protection:          tuning.protection(),
+		DrainRate:           *tuning.drainRate,
+		Inbound:             inboundCfg,
 		Logger:              logger,
 	})
 	if err != nil {
 		if ln != nil {
 			ln.Close()
 		}
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return err
 	}
 	logger.Info("serving", "roles", rolesString(roleSet), "node_id", *nodeID)
+	if metricsLn != nil {
+		fmt.Printf("metrics http://%s\n", metricsLn.Addr())
+	}
 	if ln != nil {
 		fmt.Printf("sluice ready http://%s\n", ln.Addr())
 	} else {
@@ -160,27 +188,5 @@ func runTopicsCreate(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Println("topics ready")
-	return nil
-}
-
-// runProjectionsRebuild empties the Redis read model; the projections role
-// then re-reads the log from offset 0 and folds it again.
-func runProjectionsRebuild(ctx context.Context, args []string) error {
-	fs := newFlagSet("projections rebuild")
-	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis holding the projections")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	opt, err := redis.ParseURL(*redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	deleted, err := projections.NewStore(rdb, projections.StoreConfig{}).Rebuild(ctx)
-	if err != nil {
-		return fmt.Errorf("rebuild projections: %w", err)
-	}
-	fmt.Printf("deleted %d keys; running projections roles rebuild from the start of the log\n", deleted)
 	return nil
 }

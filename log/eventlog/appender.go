@@ -76,6 +76,7 @@ func NewAppender(cfg AppenderConfig) (*Appender, error) {
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(cfg.Linger),
+		kgo.ProducerBatchMaxBytes(MaxRecordBytes),
 		kgo.RetryBackoffFn(retryBackoff),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}, cfg.ClientOpts...)

@@ -158,6 +158,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(MaxRecordBytes),
 		kgo.RetryBackoffFn(retryBackoff),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.OnPartitionsAssigned(r.assigned),

@@ -15,6 +15,11 @@ import (
 // DefaultPrefix starts every topic name unless Topics.Prefix says otherwise.
 const DefaultPrefix = "sluice."
 
+// MaxRecordBytes is the largest record (batch) Sluice's producers send
+// and its keyed topics accept: room for a 25 MiB inbound webhook body and
+// its envelope.
+const MaxRecordBytes = 32 << 20
+
 // Topics names Sluice's topics. The set is fixed and small: never a topic
 // per tenant or per queue.
 type Topics struct {
@@ -98,11 +103,19 @@ func (t Topics) Specs() []TopicSpec {
 	keyed := map[string]*string{
 		"cleanup.policy": str("delete"),
 		"retention.ms":   str(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10)),
+		// Inbound webhook bodies (up to 25 MiB) travel in inbox records
+		// and in the jobs routed from them.
+		"max.message.bytes": str(strconv.Itoa(MaxRecordBytes)),
 	}
 	specs := []TopicSpec{
 		{Name: t.Events(), Partitions: t.Partitions, Configs: keyed},
 		{Name: t.DLQ(), Partitions: t.Partitions, Configs: keyed},
 		{Name: t.Inbox(), Partitions: t.Partitions, Configs: keyed},
+		// Compacted: a parked delivery waits as long as its endpoint stays
+		// disabled, and its release writes a tombstone.
+		{Name: t.Parked(), Partitions: t.Partitions, Configs: map[string]*string{
+			"cleanup.policy": str("compact"),
+		}},
 		{Name: t.Config(), Partitions: 1, Configs: map[string]*string{
 			"cleanup.policy": str("compact"),
 		}},

@@ -37,6 +37,8 @@ type ConfigRecord struct {
 	//	*ConfigRecord_Tenant
 	//	*ConfigRecord_ApiKey
 	//	*ConfigRecord_Queue
+	//	*ConfigRecord_Endpoint
+	//	*ConfigRecord_Source
 	Body          isConfigRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -127,6 +129,24 @@ func (x *ConfigRecord) GetQueue() *QueueSettings {
 	return nil
 }
 
+func (x *ConfigRecord) GetEndpoint() *EndpointConfig {
+	if x != nil {
+		if x, ok := x.Body.(*ConfigRecord_Endpoint); ok {
+			return x.Endpoint
+		}
+	}
+	return nil
+}
+
+func (x *ConfigRecord) GetSource() *SourceConfig {
+	if x != nil {
+		if x, ok := x.Body.(*ConfigRecord_Source); ok {
+			return x.Source
+		}
+	}
+	return nil
+}
+
 type isConfigRecord_Body interface {
 	isConfigRecord_Body()
 }
@@ -143,11 +163,24 @@ type ConfigRecord_Queue struct {
 	Queue *QueueSettings `protobuf:"bytes,18,opt,name=queue,proto3,oneof"`
 }
 
+type ConfigRecord_Endpoint struct {
+	// Key "endpoint/<tenant>/<id>". 21-29 free for more config objects.
+	Endpoint *EndpointConfig `protobuf:"bytes,19,opt,name=endpoint,proto3,oneof"`
+}
+
+type ConfigRecord_Source struct {
+	Source *SourceConfig `protobuf:"bytes,20,opt,name=source,proto3,oneof"`
+}
+
 func (*ConfigRecord_Tenant) isConfigRecord_Body() {}
 
 func (*ConfigRecord_ApiKey) isConfigRecord_Body() {}
 
 func (*ConfigRecord_Queue) isConfigRecord_Body() {}
+
+func (*ConfigRecord_Endpoint) isConfigRecord_Body() {}
+
+func (*ConfigRecord_Source) isConfigRecord_Body() {}
 
 // Tenant owns jobs, queues and keys.
 type Tenant struct {
@@ -352,11 +385,65 @@ func (x *QueueSettings) GetQueue() *v1.Queue {
 	return nil
 }
 
+// SourceConfig is a tenant's inbound webhook source (key
+// "source/<tenant>/<id>"), secrets included.
+type SourceConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Source        *v1.Source             `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceConfig) Reset() {
+	*x = SourceConfig{}
+	mi := &file_sluice_event_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceConfig) ProtoMessage() {}
+
+func (x *SourceConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceConfig.ProtoReflect.Descriptor instead.
+func (*SourceConfig) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SourceConfig) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SourceConfig) GetSource() *v1.Source {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
 var File_sluice_event_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsluice/event/v1/event.proto\x1a\x1dsluice/v1/queue_service.proto\"\xbb\x02\n" +
+	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esluice/event/v1/endpoint.proto\x1a\x1bsluice/event/v1/event.proto\x1a\x1dsluice/v1/queue_service.proto\x1a\x1esluice/v1/source_service.proto\"\xb3\x03\n" +
 	"\fConfigRecord\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -364,7 +451,9 @@ const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\x05actor\x18\x03 \x01(\v2\x16.sluice.event.v1.ActorR\x05actor\x121\n" +
 	"\x06tenant\x18\x10 \x01(\v2\x17.sluice.event.v1.TenantH\x00R\x06tenant\x122\n" +
 	"\aapi_key\x18\x11 \x01(\v2\x17.sluice.event.v1.APIKeyH\x00R\x06apiKey\x126\n" +
-	"\x05queue\x18\x12 \x01(\v2\x1e.sluice.event.v1.QueueSettingsH\x00R\x05queueB\x06\n" +
+	"\x05queue\x18\x12 \x01(\v2\x1e.sluice.event.v1.QueueSettingsH\x00R\x05queue\x12=\n" +
+	"\bendpoint\x18\x13 \x01(\v2\x1f.sluice.event.v1.EndpointConfigH\x00R\bendpoint\x127\n" +
+	"\x06source\x18\x14 \x01(\v2\x1d.sluice.event.v1.SourceConfigH\x00R\x06sourceB\x06\n" +
 	"\x04body\"\x8e\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -381,7 +470,10 @@ const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"T\n" +
 	"\rQueueSettings\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12&\n" +
-	"\x05queue\x18\x02 \x01(\v2\x10.sluice.v1.QueueR\x05queueB>Z<github.com/sluicehq/sluice/proto/gen/sluice/event/v1;eventv1b\x06proto3"
+	"\x05queue\x18\x02 \x01(\v2\x10.sluice.v1.QueueR\x05queue\"V\n" +
+	"\fSourceConfig\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12)\n" +
+	"\x06source\x18\x02 \x01(\v2\x11.sluice.v1.SourceR\x06sourceB>Z<github.com/sluicehq/sluice/proto/gen/sluice/event/v1;eventv1b\x06proto3"
 
 var (
 	file_sluice_event_v1_config_proto_rawDescOnce sync.Once
@@ -395,30 +487,36 @@ func file_sluice_event_v1_config_proto_rawDescGZIP() []byte {
 	return file_sluice_event_v1_config_proto_rawDescData
 }
 
-var file_sluice_event_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_sluice_event_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_sluice_event_v1_config_proto_goTypes = []any{
 	(*ConfigRecord)(nil),          // 0: sluice.event.v1.ConfigRecord
 	(*Tenant)(nil),                // 1: sluice.event.v1.Tenant
 	(*APIKey)(nil),                // 2: sluice.event.v1.APIKey
 	(*QueueSettings)(nil),         // 3: sluice.event.v1.QueueSettings
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*Actor)(nil),                 // 5: sluice.event.v1.Actor
-	(*v1.Queue)(nil),              // 6: sluice.v1.Queue
+	(*SourceConfig)(nil),          // 4: sluice.event.v1.SourceConfig
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*Actor)(nil),                 // 6: sluice.event.v1.Actor
+	(*EndpointConfig)(nil),        // 7: sluice.event.v1.EndpointConfig
+	(*v1.Queue)(nil),              // 8: sluice.v1.Queue
+	(*v1.Source)(nil),             // 9: sluice.v1.Source
 }
 var file_sluice_event_v1_config_proto_depIdxs = []int32{
-	4, // 0: sluice.event.v1.ConfigRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	5, // 1: sluice.event.v1.ConfigRecord.actor:type_name -> sluice.event.v1.Actor
-	1, // 2: sluice.event.v1.ConfigRecord.tenant:type_name -> sluice.event.v1.Tenant
-	2, // 3: sluice.event.v1.ConfigRecord.api_key:type_name -> sluice.event.v1.APIKey
-	3, // 4: sluice.event.v1.ConfigRecord.queue:type_name -> sluice.event.v1.QueueSettings
-	4, // 5: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	4, // 6: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
-	6, // 7: sluice.event.v1.QueueSettings.queue:type_name -> sluice.v1.Queue
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5,  // 0: sluice.event.v1.ConfigRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	6,  // 1: sluice.event.v1.ConfigRecord.actor:type_name -> sluice.event.v1.Actor
+	1,  // 2: sluice.event.v1.ConfigRecord.tenant:type_name -> sluice.event.v1.Tenant
+	2,  // 3: sluice.event.v1.ConfigRecord.api_key:type_name -> sluice.event.v1.APIKey
+	3,  // 4: sluice.event.v1.ConfigRecord.queue:type_name -> sluice.event.v1.QueueSettings
+	7,  // 5: sluice.event.v1.ConfigRecord.endpoint:type_name -> sluice.event.v1.EndpointConfig
+	4,  // 6: sluice.event.v1.ConfigRecord.source:type_name -> sluice.event.v1.SourceConfig
+	5,  // 7: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 8: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: sluice.event.v1.QueueSettings.queue:type_name -> sluice.v1.Queue
+	9,  // 10: sluice.event.v1.SourceConfig.source:type_name -> sluice.v1.Source
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_config_proto_init() }
@@ -426,11 +524,14 @@ func file_sluice_event_v1_config_proto_init() {
 	if File_sluice_event_v1_config_proto != nil {
 		return
 	}
+	file_sluice_event_v1_endpoint_proto_init()
 	file_sluice_event_v1_event_proto_init()
 	file_sluice_event_v1_config_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConfigRecord_Tenant)(nil),
 		(*ConfigRecord_ApiKey)(nil),
 		(*ConfigRecord_Queue)(nil),
+		(*ConfigRecord_Endpoint)(nil),
+		(*ConfigRecord_Source)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -438,7 +539,7 @@ func file_sluice_event_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_config_proto_rawDesc), len(file_sluice_event_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -166,6 +166,9 @@ type Event struct {
 	//	*Event_JobClaimed
 	//	*Event_JobLeaseExtended
 	//	*Event_JobParked
+	//	*Event_EndpointDisabled
+	//	*Event_EndpointEnabled
+	//	*Event_EndpointMessageParked
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -345,6 +348,33 @@ func (x *Event) GetJobParked() *JobParked {
 	return nil
 }
 
+func (x *Event) GetEndpointDisabled() *EndpointDisabled {
+	if x != nil {
+		if x, ok := x.Body.(*Event_EndpointDisabled); ok {
+			return x.EndpointDisabled
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetEndpointEnabled() *EndpointEnabled {
+	if x != nil {
+		if x, ok := x.Body.(*Event_EndpointEnabled); ok {
+			return x.EndpointEnabled
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetEndpointMessageParked() *EndpointMessageParked {
+	if x != nil {
+		if x, ok := x.Body.(*Event_EndpointMessageParked); ok {
+			return x.EndpointMessageParked
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -385,6 +415,20 @@ type Event_JobParked struct {
 	JobParked *JobParked `protobuf:"bytes,24,opt,name=job_parked,json=jobParked,proto3,oneof"`
 }
 
+type Event_EndpointDisabled struct {
+	// 25-29: more job events. 30-34: endpoint events. 35-39: inbound
+	// (source) events.
+	EndpointDisabled *EndpointDisabled `protobuf:"bytes,30,opt,name=endpoint_disabled,json=endpointDisabled,proto3,oneof"`
+}
+
+type Event_EndpointEnabled struct {
+	EndpointEnabled *EndpointEnabled `protobuf:"bytes,31,opt,name=endpoint_enabled,json=endpointEnabled,proto3,oneof"`
+}
+
+type Event_EndpointMessageParked struct {
+	EndpointMessageParked *EndpointMessageParked `protobuf:"bytes,32,opt,name=endpoint_message_parked,json=endpointMessageParked,proto3,oneof"`
+}
+
 func (*Event_JobEnqueued) isEvent_Body() {}
 
 func (*Event_JobAttempted) isEvent_Body() {}
@@ -402,6 +446,12 @@ func (*Event_JobClaimed) isEvent_Body() {}
 func (*Event_JobLeaseExtended) isEvent_Body() {}
 
 func (*Event_JobParked) isEvent_Body() {}
+
+func (*Event_EndpointDisabled) isEvent_Body() {}
+
+func (*Event_EndpointEnabled) isEvent_Body() {}
+
+func (*Event_EndpointMessageParked) isEvent_Body() {}
 
 // Actor is who or what caused an event.
 type Actor struct {
@@ -1360,11 +1410,175 @@ func (x *DeadLetter) GetDiedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// EndpointDisabled records that an endpoint stopped receiving deliveries
+// (key "endpoint/<id>"; job_id is empty). Its messages are parked.
+type EndpointDisabled struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	Reason     string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Sluice disabled it (HTTP 410, failing for too long), not a caller.
+	Automatic     bool `protobuf:"varint,3,opt,name=automatic,proto3" json:"automatic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointDisabled) Reset() {
+	*x = EndpointDisabled{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointDisabled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointDisabled) ProtoMessage() {}
+
+func (x *EndpointDisabled) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointDisabled.ProtoReflect.Descriptor instead.
+func (*EndpointDisabled) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EndpointDisabled) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointDisabled) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EndpointDisabled) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
+}
+
+// EndpointEnabled records that a disabled endpoint receives deliveries
+// again (key "endpoint/<id>"; job_id is empty); its parked messages drain.
+type EndpointEnabled struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointEnabled) Reset() {
+	*x = EndpointEnabled{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointEnabled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointEnabled) ProtoMessage() {}
+
+func (x *EndpointEnabled) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointEnabled.ProtoReflect.Descriptor instead.
+func (*EndpointEnabled) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EndpointEnabled) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+// EndpointMessageParked records that a job's delivery waits in
+// sluice.parked for its disabled endpoint; no attempt was made.
+type EndpointMessageParked struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// The attempt that runs once the endpoint is enabled.
+	Attempt       int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointMessageParked) Reset() {
+	*x = EndpointMessageParked{}
+	mi := &file_sluice_event_v1_event_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointMessageParked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointMessageParked) ProtoMessage() {}
+
+func (x *EndpointMessageParked) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_event_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointMessageParked.ProtoReflect.Descriptor instead.
+func (*EndpointMessageParked) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_event_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EndpointMessageParked) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointMessageParked) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 var File_sluice_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xfd\x06\n" +
+	"\x1bsluice/event/v1/event.proto\x12\x0fsluice.event.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\x80\t\n" +
 	"\x05Event\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x12\n" +
@@ -1387,7 +1601,10 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"jobClaimed\x12Q\n" +
 	"\x12job_lease_extended\x18\x17 \x01(\v2!.sluice.event.v1.JobLeaseExtendedH\x00R\x10jobLeaseExtended\x12;\n" +
 	"\n" +
-	"job_parked\x18\x18 \x01(\v2\x1a.sluice.event.v1.JobParkedH\x00R\tjobParkedB\x06\n" +
+	"job_parked\x18\x18 \x01(\v2\x1a.sluice.event.v1.JobParkedH\x00R\tjobParked\x12P\n" +
+	"\x11endpoint_disabled\x18\x1e \x01(\v2!.sluice.event.v1.EndpointDisabledH\x00R\x10endpointDisabled\x12M\n" +
+	"\x10endpoint_enabled\x18\x1f \x01(\v2 .sluice.event.v1.EndpointEnabledH\x00R\x0fendpointEnabled\x12`\n" +
+	"\x17endpoint_message_parked\x18  \x01(\v2&.sluice.event.v1.EndpointMessageParkedH\x00R\x15endpointMessageParkedB\x06\n" +
 	"\x04body\"\x9a\x01\n" +
 	"\x05Actor\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.sluice.event.v1.Actor.KindR\x04kind\x12\x0e\n" +
@@ -1478,7 +1695,19 @@ const file_sluice_event_v1_event_proto_rawDesc = "" +
 	"\x04spec\x18\x03 \x01(\v2\x18.sluice.event.v1.JobSpecR\x04spec\x129\n" +
 	"\battempts\x18\x04 \x03(\v2\x1d.sluice.event.v1.JobAttemptedR\battempts\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x123\n" +
-	"\adied_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06diedAt*^\n" +
+	"\adied_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06diedAt\"i\n" +
+	"\x10EndpointDisabled\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
+	"\tautomatic\x18\x03 \x01(\bR\tautomatic\"2\n" +
+	"\x0fEndpointEnabled\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\"R\n" +
+	"\x15EndpointMessageParked\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt*^\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_SUCCEEDED\x10\x01\x12\x11\n" +
@@ -1498,7 +1727,7 @@ func file_sluice_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_sluice_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sluice_event_v1_event_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: sluice.event.v1.Outcome
 	(Actor_Kind)(0),               // 1: sluice.event.v1.Actor.Kind
@@ -1516,17 +1745,20 @@ var file_sluice_event_v1_event_proto_goTypes = []any{
 	(*JobPurged)(nil),             // 13: sluice.event.v1.JobPurged
 	(*Timer)(nil),                 // 14: sluice.event.v1.Timer
 	(*DeadLetter)(nil),            // 15: sluice.event.v1.DeadLetter
-	nil,                           // 16: sluice.event.v1.JobSpec.HeadersEntry
-	nil,                           // 17: sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*v1.Target)(nil),             // 19: sluice.v1.Target
-	(v1.Priority)(0),              // 20: sluice.v1.Priority
-	(*v1.RetryPolicy)(nil),        // 21: sluice.v1.RetryPolicy
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(v1.JobState)(0),              // 23: sluice.v1.JobState
+	(*EndpointDisabled)(nil),      // 16: sluice.event.v1.EndpointDisabled
+	(*EndpointEnabled)(nil),       // 17: sluice.event.v1.EndpointEnabled
+	(*EndpointMessageParked)(nil), // 18: sluice.event.v1.EndpointMessageParked
+	nil,                           // 19: sluice.event.v1.JobSpec.HeadersEntry
+	nil,                           // 20: sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*v1.Target)(nil),             // 22: sluice.v1.Target
+	(v1.Priority)(0),              // 23: sluice.v1.Priority
+	(*v1.RetryPolicy)(nil),        // 24: sluice.v1.RetryPolicy
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(v1.JobState)(0),              // 26: sluice.v1.JobState
 }
 var file_sluice_event_v1_event_proto_depIdxs = []int32{
-	18, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 0: sluice.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: sluice.event.v1.Event.actor:type_name -> sluice.event.v1.Actor
 	5,  // 2: sluice.event.v1.Event.job_enqueued:type_name -> sluice.event.v1.JobEnqueued
 	6,  // 3: sluice.event.v1.Event.job_attempted:type_name -> sluice.event.v1.JobAttempted
@@ -1537,36 +1769,39 @@ var file_sluice_event_v1_event_proto_depIdxs = []int32{
 	7,  // 8: sluice.event.v1.Event.job_claimed:type_name -> sluice.event.v1.JobClaimed
 	8,  // 9: sluice.event.v1.Event.job_lease_extended:type_name -> sluice.event.v1.JobLeaseExtended
 	9,  // 10: sluice.event.v1.Event.job_parked:type_name -> sluice.event.v1.JobParked
-	1,  // 11: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
-	19, // 12: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
-	18, // 13: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	20, // 14: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
-	21, // 15: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
-	22, // 16: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	16, // 17: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
-	18, // 18: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 19: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
-	18, // 20: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
-	22, // 21: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
-	17, // 22: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
-	0,  // 23: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
-	18, // 24: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
-	18, // 25: sluice.event.v1.JobClaimed.lease_expires_at:type_name -> google.protobuf.Timestamp
-	22, // 26: sluice.event.v1.JobClaimed.lease_duration:type_name -> google.protobuf.Duration
-	18, // 27: sluice.event.v1.JobLeaseExtended.lease_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 28: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 29: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
-	23, // 30: sluice.event.v1.JobRetried.from_state:type_name -> sluice.v1.JobState
-	2,  // 31: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
-	18, // 32: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
-	4,  // 33: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
-	6,  // 34: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
-	18, // 35: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	16, // 11: sluice.event.v1.Event.endpoint_disabled:type_name -> sluice.event.v1.EndpointDisabled
+	17, // 12: sluice.event.v1.Event.endpoint_enabled:type_name -> sluice.event.v1.EndpointEnabled
+	18, // 13: sluice.event.v1.Event.endpoint_message_parked:type_name -> sluice.event.v1.EndpointMessageParked
+	1,  // 14: sluice.event.v1.Actor.kind:type_name -> sluice.event.v1.Actor.Kind
+	22, // 15: sluice.event.v1.JobSpec.target:type_name -> sluice.v1.Target
+	21, // 16: sluice.event.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	23, // 17: sluice.event.v1.JobSpec.priority:type_name -> sluice.v1.Priority
+	24, // 18: sluice.event.v1.JobSpec.retry_policy:type_name -> sluice.v1.RetryPolicy
+	25, // 19: sluice.event.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	19, // 20: sluice.event.v1.JobSpec.headers:type_name -> sluice.event.v1.JobSpec.HeadersEntry
+	21, // 21: sluice.event.v1.JobSpec.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 22: sluice.event.v1.JobEnqueued.spec:type_name -> sluice.event.v1.JobSpec
+	21, // 23: sluice.event.v1.JobAttempted.started_at:type_name -> google.protobuf.Timestamp
+	25, // 24: sluice.event.v1.JobAttempted.latency:type_name -> google.protobuf.Duration
+	20, // 25: sluice.event.v1.JobAttempted.response_headers:type_name -> sluice.event.v1.JobAttempted.ResponseHeadersEntry
+	0,  // 26: sluice.event.v1.JobAttempted.outcome:type_name -> sluice.event.v1.Outcome
+	21, // 27: sluice.event.v1.JobAttempted.next_attempt_at:type_name -> google.protobuf.Timestamp
+	21, // 28: sluice.event.v1.JobClaimed.lease_expires_at:type_name -> google.protobuf.Timestamp
+	25, // 29: sluice.event.v1.JobClaimed.lease_duration:type_name -> google.protobuf.Duration
+	21, // 30: sluice.event.v1.JobLeaseExtended.lease_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 31: sluice.event.v1.JobReady.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 32: sluice.event.v1.JobReady.history:type_name -> sluice.event.v1.JobAttempted
+	26, // 33: sluice.event.v1.JobRetried.from_state:type_name -> sluice.v1.JobState
+	2,  // 34: sluice.event.v1.Timer.event:type_name -> sluice.event.v1.Event
+	21, // 35: sluice.event.v1.Timer.due_at:type_name -> google.protobuf.Timestamp
+	4,  // 36: sluice.event.v1.DeadLetter.spec:type_name -> sluice.event.v1.JobSpec
+	6,  // 37: sluice.event.v1.DeadLetter.attempts:type_name -> sluice.event.v1.JobAttempted
+	21, // 38: sluice.event.v1.DeadLetter.died_at:type_name -> google.protobuf.Timestamp
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_event_proto_init() }
@@ -1584,6 +1819,9 @@ func file_sluice_event_v1_event_proto_init() {
 		(*Event_JobClaimed)(nil),
 		(*Event_JobLeaseExtended)(nil),
 		(*Event_JobParked)(nil),
+		(*Event_EndpointDisabled)(nil),
+		(*Event_EndpointEnabled)(nil),
+		(*Event_EndpointMessageParked)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1591,7 +1829,7 @@ func file_sluice_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_event_proto_rawDesc), len(file_sluice_event_v1_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,66 @@
+package analytics
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// lookupChunk is the most job ids in one lookup query.
+const lookupChunk = 1000
+
+// fillTargets fills in the queue and target of rows whose events do not
+// name them (job.attempted, job.cancelled, ...): from the jobs seen
+// since, else from the job.enqueued and job.ready rows ClickHouse holds
+// (the sink was restarted after the job's first events were copied). A
+// job whose first events are gone from both keeps empty fields.
+func (s *Sink) fillTargets(ctx context.Context, b *batch) error {
+	var want []string
+	seen := make(map[string]bool)
+	for _, r := range b.missing {
+		if t, ok := s.jobs.get(jobKey{r.TenantID, r.JobID}); ok {
+			r.setTarget(t)
+			continue
+		}
+		if !seen[r.JobID] {
+			seen[r.JobID] = true
+			want = append(want, r.JobID)
+		}
+	}
+	for chunk := range slices.Chunk(want, lookupChunk) {
+		if err := s.lookupTargets(ctx, chunk); err != nil {
+			return err
+		}
+	}
+	for _, r := range b.missing {
+		if t, ok := s.jobs.get(jobKey{r.TenantID, r.JobID}); ok {
+			r.setTarget(t)
+		}
+	}
+	b.missing = nil
+	return nil
+}
+
+// lookupTargets reads the targets of jobIDs from their stored
+// job.enqueued and job.ready rows into the cache.
+func (s *Sink) lookupTargets(ctx context.Context, jobIDs []string) error {
+	rows, err := s.conn.Query(ctx, "SELECT tenant_id, job_id, any(queue), any(endpoint_id), any(target_url) FROM "+
+		s.cfg.DB.Database+".sluice_events WHERE job_id IN (?) AND type IN ('job.enqueued', 'job.ready') "+
+		"GROUP BY tenant_id, job_id", jobIDs)
+	if err != nil {
+		return fmt.Errorf("look up targets of %d jobs: %w", len(jobIDs), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k jobKey
+		var t jobTarget
+		if err := rows.Scan(&k.tenantID, &k.jobID, &t.queue, &t.endpointID, &t.url); err != nil {
+			return fmt.Errorf("look up targets of %d jobs: %w", len(jobIDs), err)
+		}
+		s.jobs.put(k, t)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up targets of %d jobs: %w", len(jobIDs), err)
+	}
+	return nil
+}

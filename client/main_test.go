@@ -1,0 +1,9 @@
+package client_test
+
+import (
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/devtest"
+)
+
+func TestMain(m *testing.M) { devtest.Main(m) }

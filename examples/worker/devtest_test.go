@@ -1,0 +1,9 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/devtest"
+)
+
+func TestMain(m *testing.M) { devtest.Main(m) }
