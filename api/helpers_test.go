@@ -17,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/api"
@@ -96,9 +97,12 @@ func (l *foldingLog) calls() [][]*kgo.Record {
 
 // fixture is an API server over a folding log and a miniredis read model.
 type fixture struct {
-	log   *foldingLog
-	store *projections.Store
-	url   string
+	log    *foldingLog
+	store  *projections.Store
+	url    string
+	queues *memQueues
+	clock  *clock
+	cfg    api.Config
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -108,11 +112,13 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { rdb.Close() })
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store := projections.NewStore(rdb, projections.StoreConfig{Logger: logger})
-	f := &fixture{log: &foldingLog{store: store}, store: store}
-	h, err := api.NewHandler(api.Config{
+	f := &fixture{log: &foldingLog{store: store}, store: store, queues: &memQueues{}, clock: &clock{}}
+	f.cfg = api.Config{
 		Auth: testKeys, Log: f.log, Jobs: store, DeadLetters: store, Topics: topics,
 		Limits: api.Limits{MaxPayloadBytes: 64}, Logger: logger,
-	})
+		Queues: f.queues, QueueStats: store, Workers: store, Now: f.clock.now, ClaimPoll: 5 * time.Millisecond,
+	}
+	h, err := api.NewHandler(f.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,4 +227,71 @@ func (f *fixture) state(t *testing.T, tenantID, id string) string {
 		t.Fatalf("GetJob: %v", err)
 	}
 	return fmt.Sprint(j.State)
+}
+
+// clock is real time moved forward by the tests.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// memQueues keeps queue settings in memory, as tenancy.Directory keeps
+// them folded from the config topic.
+type memQueues struct {
+	mu sync.Mutex
+	m  map[string]*sluicev1.Queue
+}
+
+func (q *memQueues) Queue(tenantID, name string) *sluicev1.Queue {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s, ok := q.m[tenantID+"/"+name]; ok {
+		return proto.CloneOf(s)
+	}
+	return &sluicev1.Queue{Name: name}
+}
+
+func (q *memQueues) ConfiguredQueues(tenantID string) []*sluicev1.Queue {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*sluicev1.Queue
+	for k, s := range q.m {
+		if strings.HasPrefix(k, tenantID+"/") {
+			out = append(out, proto.CloneOf(s))
+		}
+	}
+	return out
+}
+
+func (q *memQueues) UpdateQueue(_ context.Context, tenantID, name string, _ *eventv1.Actor, now time.Time, change func(*sluicev1.Queue)) (*sluicev1.Queue, error) {
+	s := q.Queue(tenantID, name)
+	change(s)
+	s.Name, s.UpdatedAt = name, timestamppb.New(now)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.m == nil {
+		q.m = make(map[string]*sluicev1.Queue)
+	}
+	q.m[tenantID+"/"+name] = proto.CloneOf(s)
+	return s, nil
+}
+
+func (f *fixture) workers(key string) sluicev1connect.WorkerServiceClient {
+	return sluicev1connect.NewWorkerServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearer(key)))
+}
+
+func (f *fixture) queueService(key string) sluicev1connect.QueueServiceClient {
+	return sluicev1connect.NewQueueServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearer(key)))
 }

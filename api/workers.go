@@ -347,7 +347,7 @@ func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.Complete
 			prefix = fmt.Sprintf("%s[%d].", field, i)
 		}
 		if cerr := checkLeaseRef(it.JobId, it.LeaseToken); cerr != nil {
-			res[i].err = fieldError(cerr.Code(), prefix+"jobId", "%s", cerr.Message())
+			res[i].err = connect.NewError(cerr.Code(), fmt.Errorf("%s%s", prefix, cerr.Message()))
 			continue
 		}
 		var result []byte
