@@ -37,6 +37,7 @@ const (
 type WorkerStore interface {
 	Claim(ctx context.Context, req projections.ClaimRequest) ([]projections.Lease, error)
 	FinishLease(ctx context.Context, tenantID, jobID, token string, expired bool, now time.Time) (projections.Lease, error)
+	FinishLeases(ctx context.Context, tenantID string, refs []projections.LeaseRef, now time.Time) ([]projections.Lease, []error, error)
 	ExtendLease(ctx context.Context, tenantID, jobID, token string, until, now time.Time) (projections.Lease, error)
 	RestoreLease(ctx context.Context, tenantID, jobID, token string, now time.Time) error
 	ReleaseLease(ctx context.Context, tenantID, jobID, token string, now time.Time) error
@@ -296,7 +297,7 @@ func (s *WorkerService) Heartbeat(ctx context.Context, req *connect.Request[slui
 
 // Complete ends a leased job successfully.
 func (s *WorkerService) Complete(ctx context.Context, req *connect.Request[sluicev1.CompleteRequest]) (*connect.Response[sluicev1.CompleteResponse], error) {
-	res := s.complete(ctx, []*sluicev1.CompleteRequest{req.Msg}, "")
+	res := s.complete(ctx, []*sluicev1.CompleteRequest{req.Msg}, "", true)
 	if res[0].err != nil {
 		return nil, res[0].err
 	}
@@ -309,7 +310,7 @@ func (s *WorkerService) CompleteBatch(ctx context.Context, req *connect.Request[
 	if len(items) == 0 || len(items) > maxClaim {
 		return nil, fieldError(connect.CodeInvalidArgument, "items", "%d items, want 1..%d", len(items), maxClaim)
 	}
-	res := s.complete(ctx, items, "items")
+	res := s.complete(ctx, items, "items", false)
 	out := &sluicev1.CompleteBatchResponse{Results: make([]*sluicev1.CompleteBatchResult, len(items))}
 	for i, r := range res {
 		out.Results[i] = &sluicev1.CompleteBatchResult{JobId: items[i].JobId}
@@ -331,15 +332,16 @@ type completed struct {
 }
 
 // complete ends the leases of items and appends their job.attempted
-// (SUCCEEDED) in one transaction; field names the items in errors.
-func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.CompleteRequest, field string) []completed {
+// (SUCCEEDED) in one transaction; field names the items in errors. With
+// jobs set it reads the completed jobs back for the answer.
+func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.CompleteRequest, field string, jobs bool) []completed {
 	p := principalFrom(ctx)
 	now := s.now()
 	res := make([]completed, len(items))
+	results := make([][]byte, len(items))
 	var (
-		recs     []*kgo.Record
-		finished []int
-		leases   = make([]projections.Lease, len(items))
+		refs  []projections.LeaseRef
+		which []int // item of each ref
 	)
 	for i, it := range items {
 		prefix := ""
@@ -350,23 +352,39 @@ func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.Complete
 			res[i].err = connect.NewError(cerr.Code(), fmt.Errorf("%s%s", prefix, cerr.Message()))
 			continue
 		}
-		var result []byte
 		if it.Result != nil {
 			b, err := payloadJSON(it.Result)
 			if err != nil {
 				res[i].err = fieldError(connect.CodeInvalidArgument, prefix+"result", "not valid JSON: %v", err)
 				continue
 			}
-			result = b
+			results[i] = b
 		}
-		l, err := s.store.FinishLease(ctx, p.TenantID, it.JobId, it.LeaseToken, false, now)
-		if err != nil {
-			res[i].err = s.leaseError(ctx, it.JobId, err)
+		refs = append(refs, projections.LeaseRef{JobID: it.JobId, Token: it.LeaseToken})
+		which = append(which, i)
+	}
+	if len(refs) == 0 {
+		return res
+	}
+	leases, errs, err := s.store.FinishLeases(ctx, p.TenantID, refs, now)
+	if err != nil {
+		cerr := queueUnavailable(ctx, s.logger, "finish leases", err)
+		for _, i := range which {
+			res[i].err = cerr
+		}
+		return res
+	}
+	var (
+		recs     []*kgo.Record
+		finished []int // indexes into refs
+	)
+	for k, i := range which {
+		if errs[k] != nil {
+			res[i].err = s.leaseError(ctx, refs[k].JobID, errs[k])
 			continue
 		}
-		leases[i] = l
-		ev := eventlog.NewEvent(workerMeta(p.TenantID, it.JobId, p.KeyID, now), &eventv1.JobAttempted{
-			Attempt: l.Attempt, Outcome: eventv1.Outcome_OUTCOME_SUCCEEDED, Result: result,
+		ev := eventlog.NewEvent(workerMeta(p.TenantID, refs[k].JobID, p.KeyID, now), &eventv1.JobAttempted{
+			Attempt: leases[k].Attempt, Outcome: eventv1.Outcome_OUTCOME_SUCCEEDED, Result: results[i],
 		})
 		rec, err := eventlog.EncodeEvent(s.topics.Events(), ev)
 		if err != nil {
@@ -374,33 +392,37 @@ func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.Complete
 			continue
 		}
 		recs = append(recs, rec)
-		finished = append(finished, i)
+		finished = append(finished, k)
 	}
 	if len(recs) == 0 {
 		return res
 	}
 	if err := s.log.AppendAtomic(ctx, recs); err != nil {
 		cerr := queueUnavailable(ctx, s.logger, "append job.attempted", err)
-		for _, i := range finished {
-			if rerr := s.store.RestoreLease(context.WithoutCancel(ctx), p.TenantID, items[i].JobId, items[i].LeaseToken, now); rerr != nil {
-				s.logger.WarnContext(ctx, "restore lease", "job_id", items[i].JobId, "error", rerr)
+		for _, k := range finished {
+			if rerr := s.store.RestoreLease(context.WithoutCancel(ctx), p.TenantID, refs[k].JobID, refs[k].Token, now); rerr != nil {
+				s.logger.WarnContext(ctx, "restore lease", "job_id", refs[k].JobID, "error", rerr)
 			}
-			res[i].err = cerr
+			res[which[k]].err = cerr
 		}
 		return res
 	}
-	ids := make([]string, len(finished))
-	for k, i := range finished {
-		ids[k] = items[i].JobId
+	var snaps map[string]*projections.JobSnapshot
+	if jobs {
+		ids := make([]string, len(finished))
+		for n, k := range finished {
+			ids[n] = refs[k].JobID
+		}
+		snaps, _ = s.store.JobSnapshots(ctx, p.TenantID, ids)
 	}
-	snaps, _ := s.store.JobSnapshots(ctx, p.TenantID, ids)
-	for _, i := range finished {
-		job := &sluicev1.Job{Id: items[i].JobId}
-		if snap, ok := snaps[items[i].JobId]; ok {
+	for _, k := range finished {
+		i := which[k]
+		job := &sluicev1.Job{Id: refs[k].JobID}
+		if snap, ok := snaps[refs[k].JobID]; ok {
 			job = snap.Job
 		}
 		job.State = sluicev1.JobState_JOB_STATE_SUCCEEDED
-		job.Attempt = leases[i].Attempt
+		job.Attempt = leases[k].Attempt
 		job.LeaseExpiresAt = nil
 		job.UpdatedAt = timestamppb.New(now)
 		if items[i].Result != nil {

@@ -13,8 +13,8 @@
 -- ARGV[4]  source offset; for "ckpt" the next offset to read
 -- ARGV[5]  kind: "enqueued", "attempted", "ready", "cancelled", "retried",
 --          "purged", "claimed", "lease_extended", "parked" or "ckpt"; or a
---          lease operation (no partition or offset; see the end): "claim",
---          "finish", "restore", "extend"
+--          lease operation (no partition or offset; see the end):
+--          "finish", "restore", "extend" (claim.lua leases jobs)
 -- ARGV[6]  occurred-at, Unix microseconds
 -- enqueued:  ARGV[7] state, ARGV[8] member, ARGV[9] escaped queue,
 --            ARGV[10..] field/value pairs of the job
@@ -45,7 +45,7 @@
 
 local APPLIED, SEEN, IGNORED, UNKNOWN, STALE = 1, 0, 2, 3, -1
 -- Results of lease operations besides a table of {attempt, budget start}.
-local NO_LEASE, EXPIRED, LIMITED = 4, 5, 6
+local NO_LEASE, EXPIRED = 4, 5
 
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return STALE
@@ -71,7 +71,7 @@ local cur = redis.call('HMGET', key, 'partition', 'offset', 'state', 'attempt', 
   'tombstone', 'budget_start', 'dlq_member', 'worker', 'priority', 'claim_member', 'parked_member')
 local exists = cur[5] and true or false
 local tombstone = cur[7] and true or false
-local leaseop = kind == 'claim' or kind == 'finish' or kind == 'restore' or kind == 'extend'
+local leaseop = kind == 'finish' or kind == 'restore' or kind == 'extend'
 if not leaseop and (exists or tombstone) and cur[1] == part and le(off, cur[2]) then
   return SEEN
 end
@@ -336,35 +336,6 @@ end
 -- events that record them (job.claimed, job.lease_extended, job.attempted),
 -- so two workers never hold one job and a stale token is refused without
 -- waiting for the log. ARGV[6] is now, in Unix µs.
-
--- claim: ARGV[7] token, ARGV[8] lease expiry, ARGV[9] worker id,
--- ARGV[10] lease duration, ARGV[11] the queue's running limit (0 none),
--- ARGV[12] the claimable member the caller saw. Returns {attempt, budget
--- start}, or IGNORED when the job is no longer claimable, LIMITED when the
--- queue runs its limit.
-if kind == 'claim' then
-  local z = base .. 'q:' .. (cur[6] or '') .. ':claimable'
-  if state ~= 'ready' or cur[10] ~= '1' or cur[12] ~= ARGV[12] then
-    if cur[12] ~= ARGV[12] or state ~= 'ready' then
-      redis.call('ZREM', z, ARGV[12])
-    end
-    return IGNORED
-  end
-  local limit = tonumber(ARGV[11])
-  if limit > 0 then
-    local running = tonumber(redis.call('HGET', base .. 'q:' .. cur[6] .. ':counts', 'running') or '0')
-    if running >= limit then
-      return LIMITED
-    end
-  end
-  local r = redis.call('HMGET', key, 'ready_attempt', 'attempt')
-  local attempt = tonumber(r[1] or '0')
-  if attempt <= tonumber(r[2] or '0') then
-    attempt = tonumber(r[2] or '0') + 1
-  end
-  lease(tostring(attempt), ARGV[7], ARGV[8], ARGV[9], ARGV[10], 'ready')
-  return {attempt, tonumber(cur[8] or '0')}
-end
 
 local l = redis.call('HMGET', key, 'lease_token', 'lease_expires_at', 'running_attempt', 'finishing_token')
 

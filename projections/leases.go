@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -25,7 +26,6 @@ var ErrLeaseExpired = errors.New("projections: lease expired")
 const (
 	leaseNoLease = 4
 	leaseExpired = 5
-	leaseLimited = 6
 )
 
 // Lease is a job leased to a worker.
@@ -53,70 +53,62 @@ type ClaimRequest struct {
 	Now      time.Time
 }
 
-// Claim leases up to req.Max of a queue's claimable jobs, highest
-// priority first, then longest ready first. Each lease takes effect in the
-// read model at once, so no two callers lease one job; the caller must
-// record each lease in the log (job.claimed) or Release it.
-func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Lease, error) {
-	zkey := s.keys.claimable(req.TenantID, req.Queue)
-	expires := req.Now.Add(req.Duration)
-	var leases []Lease
-	for round := 0; round < 3 && len(leases) < req.Max; round++ {
-		want := req.Max - len(leases)
-		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-			Key: zkey, Start: "-", Stop: "+", ByLex: true, Count: int64(want), Offset: 0,
-		}).Result()
-		if err != nil {
-			return leases, fmt.Errorf("read claimable jobs of queue %s: %w", req.Queue, err)
-		}
-		if len(members) == 0 {
-			break
-		}
-		calls := make([]call, 0, len(members))
-		ids := make([]string, 0, len(members))
-		tokens := make([]string, 0, len(members))
-		for _, m := range members {
-			id, ok := claimMemberJobID(m)
-			if !ok {
-				continue
-			}
-			tok := req.NewToken()
-			ids, tokens = append(ids, id), append(tokens, tok)
-			calls = append(calls, s.leaseCall(req.TenantID, id, "claim", req.Now,
-				tok, micros(expires), req.WorkerID, strconv.FormatInt(int64(req.Duration), 10),
-				strconv.Itoa(req.RunningLimit), m))
-		}
-		results, err := s.leaseOps(ctx, calls)
-		if err != nil {
-			return leases, err
-		}
-		limited := false
-		for i, r := range results {
-			if t, ok := r.([]any); ok && len(t) == 2 {
-				leases = append(leases, Lease{
-					JobID: ids[i], Token: tokens[i], ExpiresAt: expires,
-					Attempt: int32(toInt(t[0])), BudgetStart: int32(toInt(t[1])),
-				})
-				continue
-			}
-			if toInt(r) == leaseLimited {
-				limited = true
-			}
-		}
-		if limited {
-			break
-		}
-	}
-	return leases, nil
-}
+//go:embed claim.lua
+var claimSource string
 
-// claimMemberJobID reads the job id in a claimable member:
-// "{class}{time}:{id}".
-func claimMemberJobID(m string) (string, bool) {
-	if len(m) < 2 {
-		return "", false
+// claimScript leases many jobs of a queue in one call.
+var claimScript = redis.NewScript(claimSource)
+
+// Claim leases up to req.Max of a queue's claimable jobs, highest
+// priority first, then longest ready first, in one atomic step. Each lease
+// takes effect in the read model at once, so no two callers lease one
+// job; the caller must record each lease in the log (job.claimed) or
+// Release it.
+func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Lease, error) {
+	expires := req.Now.Add(req.Duration)
+	keys := []string{
+		s.keys.claimable(req.TenantID, req.Queue), s.keys.epoch(), s.keys.leases(), s.keys.counts(req.TenantID, req.Queue),
 	}
-	return memberJobID(m[1:])
+	args := make([]any, 0, 9+req.Max)
+	args = append(args, "", s.keys.tenant(req.TenantID), escape(req.Queue), req.Max, micros(req.Now),
+		micros(expires), req.WorkerID, int64(req.Duration), req.RunningLimit)
+	tokens := make([]string, req.Max)
+	for i := range tokens {
+		tokens[i] = req.NewToken()
+		args = append(args, tokens[i])
+	}
+	for attempt := 0; ; attempt++ {
+		tok, err := s.epochToken(ctx)
+		if err != nil {
+			return nil, err
+		}
+		args[0] = tok
+		v, err := claimScript.Run(ctx, s.rdb, keys, args...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("claim jobs of queue %s: %w", req.Queue, err)
+		}
+		rows, ok := v.([]any)
+		if !ok {
+			if toInt(v) == foldStale && attempt == 0 {
+				s.forgetEpoch(tok)
+				continue
+			}
+			return nil, ErrEpochChanged
+		}
+		leases := make([]Lease, 0, len(rows))
+		for i, r := range rows {
+			t, _ := r.([]any)
+			if len(t) != 3 {
+				continue
+			}
+			id, _ := t[0].(string)
+			leases = append(leases, Lease{
+				JobID: id, Token: tokens[i], ExpiresAt: expires,
+				Attempt: int32(toInt(t[1])), BudgetStart: int32(toInt(t[2])),
+			})
+		}
+		return leases, nil
+	}
 }
 
 // FinishLease ends a live lease so its outcome can be appended: heartbeats,
@@ -128,6 +120,28 @@ func (s *Store) FinishLease(ctx context.Context, tenantID, jobID, token string, 
 		flag = "1"
 	}
 	return s.leaseResult(ctx, s.leaseCall(tenantID, jobID, "finish", now, token, flag), jobID, token)
+}
+
+// LeaseRef names a lease: a job and the token it was leased with.
+type LeaseRef struct{ JobID, Token string }
+
+// FinishLeases is FinishLease for many live leases in one round trip; the
+// i-th lease or error answers refs[i].
+func (s *Store) FinishLeases(ctx context.Context, tenantID string, refs []LeaseRef, now time.Time) ([]Lease, []error, error) {
+	calls := make([]call, len(refs))
+	for i, r := range refs {
+		calls[i] = s.leaseCall(tenantID, r.JobID, "finish", now, r.Token, "")
+	}
+	results, err := s.leaseOps(ctx, calls)
+	if err != nil {
+		return nil, nil, err
+	}
+	leases := make([]Lease, len(refs))
+	errs := make([]error, len(refs))
+	for i, r := range results {
+		leases[i], errs[i] = leaseOf(r, refs[i].JobID, refs[i].Token)
+	}
+	return leases, errs, nil
 }
 
 // ExtendLease moves a live lease's expiry to until.
@@ -328,10 +342,15 @@ func (s *Store) leaseResult(ctx context.Context, c call, jobID, token string) (L
 	if err != nil {
 		return Lease{}, err
 	}
-	if t, ok := results[0].([]any); ok && len(t) == 2 {
+	return leaseOf(results[0], jobID, token)
+}
+
+// leaseOf reads the result of a finish or extend.
+func leaseOf(result any, jobID, token string) (Lease, error) {
+	if t, ok := result.([]any); ok && len(t) == 2 {
 		return Lease{JobID: jobID, Token: token, Attempt: int32(toInt(t[0])), BudgetStart: int32(toInt(t[1]))}, nil
 	}
-	switch toInt(results[0]) {
+	switch toInt(result) {
 	case leaseExpired:
 		return Lease{}, ErrLeaseExpired
 	case foldUnknown:
@@ -339,7 +358,7 @@ func (s *Store) leaseResult(ctx context.Context, c call, jobID, token string) (L
 	case leaseNoLease:
 		return Lease{}, ErrNoLease
 	}
-	return Lease{}, fmt.Errorf("projections: lease operation on job %s: unexpected result %v", jobID, results[0])
+	return Lease{}, fmt.Errorf("projections: lease operation on job %s: unexpected result %v", jobID, result)
 }
 
 // leaseOps runs lease operations in one pipeline under the current epoch

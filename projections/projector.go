@@ -190,10 +190,15 @@ func (p *Projector) restart(ctx context.Context) *kgo.Client {
 // consume polls and applies batches until pollCtx ends or the read model
 // was reset.
 func (p *Projector) consume(pollCtx, workCtx context.Context, cl *kgo.Client) error {
+	// A reset seen while no records arrive ends the poll (epochwatch.go).
+	watchCtx, reset := context.WithCancelCause(pollCtx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); p.watchEpoch(watchCtx, reset) }()
+	defer func() { reset(nil); <-watched }()
 	for {
-		fetches := cl.PollRecords(pollCtx, p.cfg.MaxBatch)
-		if pollCtx.Err() != nil || fetches.IsClientClosed() {
-			return pollCtx.Err()
+		fetches := cl.PollRecords(watchCtx, p.cfg.MaxBatch)
+		if watchCtx.Err() != nil || fetches.IsClientClosed() {
+			return context.Cause(watchCtx)
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			p.cfg.Logger.WarnContext(workCtx, "fetch events", "topic", topic, "partition", partition, "error", err)

@@ -22,21 +22,24 @@ import (
 )
 
 var (
-	brokers    = flag.String("brokers", os.Getenv("SLUICE_TEST_KAFKA_BROKERS"), "Kafka bootstrap brokers")
-	redisURL   = flag.String("redis", os.Getenv("SLUICE_TEST_REDIS_URL"), "Redis URL for the projections")
-	binary     = flag.String("sluice", "", "sluice binary; built from ./cmd/sluice when empty")
-	partitions = flag.Int("partitions", 4, "partitions of the events topic")
-	payload    = flag.Int("payload", 512, "payload bytes per job")
-	batchN     = flag.Int("batch-n", 50_000, "jobs in the EnqueueBatch throughput phase")
-	batchSize  = flag.Int("batch-size", 500, "jobs per EnqueueBatch call")
-	singleN    = flag.Int("single-n", 20_000, "jobs in the Enqueue throughput phase")
-	clients    = flag.Int("clients", 64, "concurrent clients in the Enqueue throughput phase")
-	rate       = flag.Float64("rate", 1000, "jobs/s in the latency phase")
-	latDur     = flag.Duration("lat-dur", 10*time.Second, "length of the latency phase (first second is warm-up)")
-	backlogN   = flag.Int("backlog", 100_000, "jobs queued before delivery starts in the memory phase (0 skips it)")
-	rawN       = flag.Int("raw-n", 200_000, "records in the raw franz-go phase")
-	phases     = flag.String("phases", "raw,batch,single,latency,retry,timers,backlog", "phases to run")
-	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the sluice server during the batch phase here")
+	brokers     = flag.String("brokers", os.Getenv("SLUICE_TEST_KAFKA_BROKERS"), "Kafka bootstrap brokers")
+	redisURL    = flag.String("redis", os.Getenv("SLUICE_TEST_REDIS_URL"), "Redis URL for the projections")
+	binary      = flag.String("sluice", "", "sluice binary; built from ./cmd/sluice when empty")
+	partitions  = flag.Int("partitions", 4, "partitions of the events topic")
+	payload     = flag.Int("payload", 512, "payload bytes per job")
+	batchN      = flag.Int("batch-n", 50_000, "jobs in the EnqueueBatch throughput phase")
+	batchSize   = flag.Int("batch-size", 500, "jobs per EnqueueBatch call")
+	singleN     = flag.Int("single-n", 20_000, "jobs in the Enqueue throughput phase")
+	clients     = flag.Int("clients", 64, "concurrent clients in the Enqueue throughput phase")
+	rate        = flag.Float64("rate", 1000, "jobs/s in the latency phase")
+	latDur      = flag.Duration("lat-dur", 10*time.Second, "length of the latency phase (first second is warm-up)")
+	backlogN    = flag.Int("backlog", 100_000, "jobs queued before delivery starts in the memory phase (0 skips it)")
+	rawN        = flag.Int("raw-n", 200_000, "records in the raw franz-go phase")
+	phases      = flag.String("phases", "raw,batch,single,latency,retry,timers,workers,priority,backlog", "phases to run")
+	workersN    = flag.Int("workers-n", 50_000, "jobs in the worker phase")
+	workerProcs = flag.Int("worker-procs", 8, "concurrent workers in the worker phase, each claiming and completing in batches")
+	workerBatch = flag.Int("worker-batch", 200, "jobs per Claim and CompleteBatch in the worker phase")
+	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the sluice server during the batch phase here")
 )
 
 func main() {
@@ -63,7 +66,7 @@ func main() {
 	if want["raw"] {
 		rows = append(rows, rawFranz(ctx)...)
 	}
-	if want["batch"] || want["single"] || want["latency"] || want["retry"] || want["timers"] {
+	if want["batch"] || want["single"] || want["latency"] || want["retry"] || want["timers"] || want["workers"] || want["priority"] {
 		rows = append(rows, sluicePhases(ctx, want)...)
 	}
 	if want["backlog"] && *backlogN > 0 {

@@ -23,10 +23,11 @@ import (
 
 // env is what the Sluice phases share.
 type env struct {
-	proc   *sluiceProc
-	client sluicev1connect.JobServiceClient
-	recv   *receiver
-	store  *projections.Store
+	proc    *sluiceProc
+	client  sluicev1connect.JobServiceClient
+	workers sluicev1connect.WorkerServiceClient
+	recv    *receiver
+	store   *projections.Store
 }
 
 func newEnv(proc *sluiceProc, key string, recv *receiver) *env {
@@ -40,10 +41,11 @@ func newEnv(proc *sluiceProc, key string, recv *receiver) *env {
 	opt, err := redis.ParseURL(*redisURL)
 	check(err)
 	return &env{
-		proc:   proc,
-		client: sluicev1connect.NewJobServiceClient(httpc, proc.url, connect.WithInterceptors(auth)),
-		recv:   recv,
-		store:  projections.NewStore(redis.NewClient(opt), projections.StoreConfig{}),
+		proc:    proc,
+		client:  sluicev1connect.NewJobServiceClient(httpc, proc.url, connect.WithInterceptors(auth)),
+		workers: sluicev1connect.NewWorkerServiceClient(httpc, proc.url, connect.WithInterceptors(auth)),
+		recv:    recv,
+		store:   projections.NewStore(redis.NewClient(opt), projections.StoreConfig{}),
 	}
 }
 
@@ -152,6 +154,12 @@ func sluicePhases(ctx context.Context, want map[string]bool) []row {
 	}
 	if want["timers"] {
 		rows = append(rows, e.timersPhase(ctx))
+	}
+	if want["workers"] {
+		rows = append(rows, e.workersPhase(ctx))
+	}
+	if want["priority"] {
+		rows = append(rows, e.priorityPhase(ctx)...)
 	}
 	rows = append(rows, row{name: "sluice RSS, peak during the phases above", extra: fmt.Sprintf("%.0f MiB", peak.stop())})
 	return rows

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,7 @@ var (
 	binary     = flag.String("sluice", "", "sluice binary; built from ./cmd/sluice when empty")
 	partitions = flag.Int("partitions", 12, "partitions of the topics (when starting a server)")
 	roles      = flag.String("roles", "", "roles of the started server; empty = serve's default (every role)")
+	split      = flag.Bool("split", false, "start the api role and the other roles as two processes")
 	server     = flag.String("server", "", "base URL of a running server; empty starts one")
 	apiKey     = flag.String("api-key", "", "API key of the running server")
 	rate       = flag.Float64("rate", 1000, "requests per second")
@@ -65,12 +67,15 @@ func main() {
 	}
 	ingest := createSource()
 	log.Printf("inbound: %s at %.0f req/s for %s", ingest, *rate, *duration)
+	before := loadavg()
 	res := run(ingest)
 	res.print(os.Stdout)
+	fmt.Printf("load average before %s, after %s (%d cores)\n", before, loadavg(), runtime.NumCPU())
 }
 
 // startServer builds and starts `sluice serve` on a fresh topic prefix
-// and returns its stop function.
+// (with -split, an api node and a node of the other roles) and returns
+// the stop function.
 func startServer() func() {
 	if *brokers == "" || *redisURL == "" {
 		log.Fatal("inbound: -brokers and -redis are required to start a server (or SLUICE_TEST_KAFKA_BROKERS / SLUICE_TEST_REDIS_URL)")
@@ -85,13 +90,28 @@ func startServer() func() {
 	}
 	*apiKey = tenancy.NewKey()
 	prefix := fmt.Sprintf("inbench%d.", time.Now().UnixNano())
-	args := []string{"serve", "--kafka-brokers", *brokers, "--redis-url", *redisURL,
+	common := []string{"serve", "--kafka-brokers", *brokers, "--redis-url", *redisURL,
 		"--topic-prefix", prefix, "--partitions", strconv.Itoa(*partitions), "--replication-factor", "1",
-		"--create-topics", "--bootstrap-api-key", *apiKey, "--http-addr", "127.0.0.1:0",
-		"--node-id", "inbench", "--log-level", "warn"}
-	if *roles != "" {
-		args = append(args, "--roles", *roles)
+		"--log-level", "warn"}
+	first := append(slices.Clip(common), "--create-topics", "--bootstrap-api-key", *apiKey,
+		"--http-addr", "127.0.0.1:0", "--node-id", "inbench-api")
+	switch {
+	case *split:
+		first = append(first, "--roles", "api")
+	case *roles != "":
+		first = append(first, "--roles", *roles)
 	}
+	url, stopFirst := startProc(first)
+	*server = url
+	if !*split {
+		return stopFirst
+	}
+	_, stopRest := startProc(append(slices.Clip(common), "--roles", "delivery,projections,tiers,router", "--node-id", "inbench-rest"))
+	return func() { stopRest(); stopFirst() }
+}
+
+// startProc starts sluice with args and waits for its ready line.
+func startProc(args []string) (string, func()) {
 	cmd := exec.Command(*binary, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -99,18 +119,19 @@ func startServer() func() {
 	check(cmd.Start())
 	sc := bufio.NewScanner(out)
 	kill := time.AfterFunc(90*time.Second, func() { _ = cmd.Process.Kill() })
+	ready := ""
 	for sc.Scan() {
 		if s, ok := strings.CutPrefix(sc.Text(), "sluice ready "); ok {
-			*server = s
+			ready = s
 			break
 		}
 	}
 	kill.Stop()
-	if *server == "" {
+	if ready == "" {
 		log.Fatal("inbound: sluice exited before it was ready")
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
-	return func() {
+	return ready, func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}
@@ -241,12 +262,23 @@ func (r result) pct(p float64) time.Duration {
 }
 
 func (r result) print(w io.Writer) {
-	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms" }
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
+	}
 	fmt.Fprintf(w, "rate %.0f req/s for %s (%d sent in %s), body %d B, warm-up %s not counted\n",
 		*rate, *duration, r.sent, r.elapsed.Round(time.Millisecond), *bodyBytes, *warmup)
 	fmt.Fprintf(w, "answers: %v, transport errors: %d\n", r.byStatus, r.errors)
 	fmt.Fprintf(w, "accept latency over %d requests: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 		r.counted, ms(r.pct(0.50)), ms(r.pct(0.90)), ms(r.pct(0.99)), ms(r.pct(0.999)), ms(r.pct(1)))
+}
+
+// loadavg is the 1-minute load average, or "?" off Linux.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func check(err error) {

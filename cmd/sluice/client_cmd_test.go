@@ -217,9 +217,6 @@ func TestCLIDeadLetters(t *testing.T) {
 func TestCLIQueues(t *testing.T) {
 	t.Parallel()
 	s := startSluice(t, "", "dev", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0")
-	if _, errOut, code := s.cli(t, "queues", "list"); code != 0 && strings.Contains(errOut, "unimplemented") {
-		t.Skip("SKIPPED: this server has no QueueService yet")
-	}
 	s.cliOK(t, "jobs", "enqueue", "cli-q", "1", "--delay", "1h")
 
 	var paused struct {

@@ -207,7 +207,7 @@ func waitJobs(t *testing.T, s *server, queue string, want int) []listedJob {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var got struct{ Jobs []listedJob }
-		status, body := s.call(t, "JobService/ListJobs", map[string]any{"queue": queue}, &got)
+		status, body := s.call(t, "JobService/ListJobs", map[string]any{"queue": queue, "pageSize": 1000}, &got)
 		switch {
 		case status != http.StatusOK:
 			t.Fatalf("ListJobs %s: %d %s", queue, status, body)
@@ -216,7 +216,7 @@ func waitJobs(t *testing.T, s *server, queue string, want int) []listedJob {
 		case len(got.Jobs) == want:
 			// Hold on a moment: a duplicate would show up now.
 			time.Sleep(300 * time.Millisecond)
-			status, _ = s.call(t, "JobService/ListJobs", map[string]any{"queue": queue}, &got)
+			status, _ = s.call(t, "JobService/ListJobs", map[string]any{"queue": queue, "pageSize": 1000}, &got)
 			if status == http.StatusOK && len(got.Jobs) != want {
 				t.Fatalf("queue %s: got %d jobs, want %d", queue, len(got.Jobs), want)
 			}
@@ -336,4 +336,55 @@ func TestInboundToSignedEndpoint(t *testing.T) {
 		t.Fatalf("a second delivery (webhook-id %s) arrived for a repeated delivery id", a.id)
 	case <-time.After(2 * time.Second):
 	}
+}
+
+// TestInboundSurvivesRouterOutage accepts deliveries while no router
+// runs, then starts one, kills it (SIGKILL) once it has begun and starts
+// another: every accepted request becomes exactly one job.
+func TestInboundSurvivesRouterOutage(t *testing.T) {
+	t.Parallel()
+	brokers, redisURL := os.Getenv(eventlogtest.EnvBrokers), os.Getenv("SLUICE_TEST_REDIS_URL")
+	if brokers == "" || redisURL == "" {
+		t.Skipf("REAL KAFKA NOT TESTED: %s and SLUICE_TEST_REDIS_URL must both be set (the README's test command sets them)", eventlogtest.EnvBrokers)
+	}
+	key := tenancy.NewKey()
+	prefix := fmt.Sprintf("inoutage%d.", time.Now().UnixNano())
+	common := []string{"serve", "--kafka-brokers", brokers, "--redis-url", redisURL,
+		"--topic-prefix", prefix, "--partitions", "4", "--replication-factor", "1"}
+	api := startSluice(t, key, append(common, "--roles", "api,projections", "--create-topics",
+		"--bootstrap-api-key", key, "--http-addr", "127.0.0.1:0", "--node-id", "api")...)
+
+	const secret, n = "gh-outage-secret", 200
+	var src sourceAnswer
+	if status, body := api.call(t, "SourceService/CreateSource", map[string]any{
+		"name": "github", "verification": map[string]any{"github": map[string]any{"secret": secret}},
+		"routes": []any{map[string]any{"queue": "outage"}},
+	}, &src); status != http.StatusOK {
+		t.Fatalf("CreateSource: %d %s", status, body)
+	}
+	for i := range n {
+		body := []byte(fmt.Sprintf(`{"n":%d}`, i))
+		status, _ := postInbound(t, src.Source.IngestURL, body, "X-Hub-Signature-256", verify.SignGitHub([]byte(secret), body),
+			"X-GitHub-Event", "push", "X-GitHub-Delivery", fmt.Sprintf("outage-%d", i))
+		if status != http.StatusAccepted {
+			t.Fatalf("delivery %d without a router: got %d, want 202", i, status)
+		}
+	}
+	var got struct{ Jobs []listedJob }
+	if api.call(t, "JobService/ListJobs", map[string]any{"queue": "outage"}, &got); len(got.Jobs) != 0 {
+		t.Fatalf("without a router: got %d jobs, want none yet", len(got.Jobs))
+	}
+	router := startSluice(t, key, append(common, "--roles", "router", "--node-id", "router")...)
+	// Kill the router once it has begun, then start another.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got.Jobs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no job routed within 30s of the router's start")
+		}
+		time.Sleep(10 * time.Millisecond)
+		api.call(t, "JobService/ListJobs", map[string]any{"queue": "outage", "pageSize": 1000}, &got)
+	}
+	router.kill()
+	startSluice(t, key, append(common, "--roles", "router", "--node-id", "router")...)
+	waitJobs(t, api, "outage", n)
 }

@@ -58,15 +58,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
-	// Enqueue the jobs in one all-or-nothing batch.
+	// Enqueue the jobs in all-or-nothing batches of up to client.MaxBatch.
 	reqs := make([]*client.EnqueueRequest, *jobs)
 	for i := range reqs {
 		if reqs[i], err = client.NewEnqueueRequest(*queue, Greeting{Name: fmt.Sprintf("user-%d", i)}); err != nil {
 			return err
 		}
 	}
-	if _, err := c.EnqueueBatch(ctx, reqs); err != nil {
-		return err
+	for start := 0; start < len(reqs); start += client.MaxBatch {
+		if _, err := c.EnqueueBatch(ctx, reqs[start:min(start+client.MaxBatch, len(reqs))]); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "enqueued %d jobs on %s\n", *jobs, *queue)
 

@@ -54,13 +54,13 @@ type Appender interface {
 
 // Outcomes of a request, as reported to the Observer.
 const (
-	OutcomeAccepted       = "accepted"
-	OutcomeUnknownSource  = "unknown_source"
-	OutcomeTooLarge       = "too_large"
-	OutcomeUnverified     = "verification_failed"
-	OutcomeUnavailable    = "unavailable"
-	OutcomeBadRequest     = "bad_request"
-	OutcomeSourceDisabled = "source_misconfigured"
+	OutcomeAccepted      = "accepted"
+	OutcomeUnknownSource = "unknown_source"
+	OutcomeTooLarge      = "too_large"
+	OutcomeUnverified    = "verification_failed"
+	OutcomeUnavailable   = "unavailable"
+	OutcomeBadRequest    = "bad_request"
+	OutcomeMisconfigured = "source_misconfigured"
 )
 
 // Observer hears about every request; cmd turns it into metrics. Its
@@ -151,7 +151,7 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (outcome, kind
 	if e.Verifier == nil {
 		rc.cfg.Logger.ErrorContext(ctx, "inbound request for a source whose verification settings are invalid", "source_id", id)
 		answer(w, http.StatusUnauthorized, "the source cannot verify requests; fix its verification settings")
-		return OutcomeSourceDisabled, "", 0
+		return OutcomeMisconfigured, "", 0
 	}
 	kind = e.Verifier.Kind()
 	body, status, err := rc.readBody(r)
