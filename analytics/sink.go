@@ -92,6 +92,8 @@ func (s *Sink) Stop(ctx context.Context) error {
 // run migrates, then copies batches until ctx ends.
 func (s *Sink) run(ctx context.Context) {
 	defer close(s.done)
+	// Polling blocks rebalances until allowed; leaving the group is one.
+	defer s.cl.AllowRebalance()
 	log := s.cfg.Logger.With("role", "analytics")
 	if err := s.retry(ctx, "migrate clickhouse", func() error {
 		applied, err := Migrate(ctx, s.conn, s.cfg.DB.Database, s.cfg.Now())

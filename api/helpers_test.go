@@ -75,6 +75,15 @@ func (l *foldingLog) AppendAtomic(ctx context.Context, recs []*kgo.Record) error
 	return l.fold(ctx, recs)
 }
 
+func (l *foldingLog) AppendEach(ctx context.Context, recs []*kgo.Record) []error {
+	err := l.Append(ctx, recs...)
+	errs := make([]error, len(recs))
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
 func (l *foldingLog) fold(ctx context.Context, recs []*kgo.Record) error {
 	var events []*kgo.Record
 	for _, r := range recs {

@@ -25,6 +25,8 @@ import (
 type Appender interface {
 	Append(ctx context.Context, recs ...*kgo.Record) error
 	AppendAtomic(ctx context.Context, recs []*kgo.Record) error
+	// AppendEach appends records that stand alone; errs[i] is recs[i]'s.
+	AppendEach(ctx context.Context, recs []*kgo.Record) (errs []error)
 }
 
 // JobStore reads current job state; projections.Store implements it.

@@ -201,38 +201,36 @@ func (s *WorkerService) claim(ctx context.Context, tenantID string, a claimArgs)
 	if len(leases) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(leases))
-	for i, l := range leases {
-		ids[i] = l.JobID
-	}
-	snaps, err := s.store.JobSnapshots(ctx, tenantID, ids)
+	recs, err := s.claimedRecords(tenantID, a, leases, now)
+	errs := make([]error, len(leases))
 	if err == nil {
-		var recs []*kgo.Record
-		if recs, err = s.claimedRecords(tenantID, a, leases, now); err == nil {
-			err = s.log.AppendAtomic(ctx, recs)
+		// Each lease stands alone: one that fails to append is released,
+		// the others go to the worker.
+		errs = s.log.AppendEach(ctx, recs)
+	} else {
+		for i := range errs {
+			errs[i] = err
 		}
 	}
-	if err != nil {
-		for _, l := range leases {
+	out := make([]*sluicev1.ClaimedJob, 0, len(leases))
+	for i, l := range leases {
+		if errs[i] != nil {
+			err = errs[i]
 			if rerr := s.store.ReleaseLease(context.WithoutCancel(ctx), tenantID, l.JobID, l.Token, now); rerr != nil {
 				s.logger.WarnContext(ctx, "release unrecorded lease; it expires instead", "job_id", l.JobID, "error", rerr)
 			}
-		}
-		return nil, queueUnavailable(ctx, s.logger, "append job.claimed", err)
-	}
-	out := make([]*sluicev1.ClaimedJob, 0, len(leases))
-	for _, l := range leases {
-		snap, ok := snaps[l.JobID]
-		if !ok {
 			continue
 		}
-		job := proto.CloneOf(snap.Job)
+		job := l.Job
 		job.State = sluicev1.JobState_JOB_STATE_RUNNING
 		job.Attempt = l.Attempt
 		job.WorkerId = a.workerID
 		job.LeaseExpiresAt = timestamppb.New(l.ExpiresAt)
 		job.UpdatedAt = timestamppb.New(now)
 		out = append(out, &sluicev1.ClaimedJob{Job: job, LeaseToken: l.Token, LeaseExpiresAt: job.LeaseExpiresAt})
+	}
+	if len(out) == 0 && err != nil {
+		return nil, queueUnavailable(ctx, s.logger, "append job.claimed", err)
 	}
 	return out, nil
 }
@@ -397,16 +395,21 @@ func (s *WorkerService) complete(ctx context.Context, items []*sluicev1.Complete
 	if len(recs) == 0 {
 		return res
 	}
-	if err := s.log.AppendAtomic(ctx, recs); err != nil {
-		cerr := queueUnavailable(ctx, s.logger, "append job.attempted", err)
-		for _, k := range finished {
-			if rerr := s.store.RestoreLease(context.WithoutCancel(ctx), p.TenantID, refs[k].JobID, refs[k].Token, now); rerr != nil {
-				s.logger.WarnContext(ctx, "restore lease", "job_id", refs[k].JobID, "error", rerr)
-			}
-			res[which[k]].err = cerr
+	// Each completion stands alone: one that fails to append keeps its
+	// lease, and the worker may complete it again.
+	appendErrs := s.log.AppendEach(ctx, recs)
+	appended := finished[:0:0]
+	for n, k := range finished {
+		if appendErrs[n] == nil {
+			appended = append(appended, k)
+			continue
 		}
-		return res
+		if rerr := s.store.RestoreLease(context.WithoutCancel(ctx), p.TenantID, refs[k].JobID, refs[k].Token, now); rerr != nil {
+			s.logger.WarnContext(ctx, "restore lease", "job_id", refs[k].JobID, "error", rerr)
+		}
+		res[which[k]].err = queueUnavailable(ctx, s.logger, "append job.attempted", appendErrs[n])
 	}
+	finished = appended
 	var snaps map[string]*projections.JobSnapshot
 	if jobs {
 		ids := make([]string, len(finished))

@@ -15,7 +15,7 @@
 --          fresh lease token per job
 --
 -- Returns -1 for a stale epoch, else a list of {job id, attempt, budget
--- start}.
+-- start, the job's hash as HGETALL lists it}.
 
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return -1
@@ -72,7 +72,7 @@ while #out < n do
       redis.call('HDEL', key, 'claim_member', 'finishing_token', 'next_attempt_at')
       redis.call('ZADD', KEYS[3], ARGV[6], key)
       move(h[7], 'ready', 'running')
-      out[#out + 1] = {id, attempt, tonumber(h[6] or '0')}
+      out[#out + 1] = {id, attempt, tonumber(h[6] or '0'), redis.call('HGETALL', key)}
     end
   end
 end

@@ -37,6 +37,19 @@ type Lease struct {
 	// BudgetStart is the job's current attempt budget start; 0 means 1.
 	BudgetStart int32
 	ExpiresAt   time.Time
+	// Job is the job as the lease began (Claim only).
+	Job *sluicev1.Job
+}
+
+// flatHash reads an HGETALL reply a script returned: field, value, ...
+func flatHash(v any) map[string]string {
+	list, _ := v.([]any)
+	h := make(map[string]string, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		k, _ := list[i].(string)
+		h[k], _ = list[i+1].(string)
+	}
+	return h
 }
 
 // ClaimRequest is what Claim leases.
@@ -98,14 +111,18 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Lease, error) {
 		leases := make([]Lease, 0, len(rows))
 		for i, r := range rows {
 			t, _ := r.([]any)
-			if len(t) != 3 {
+			if len(t) != 4 {
 				continue
 			}
 			id, _ := t[0].(string)
-			leases = append(leases, Lease{
+			l := Lease{
 				JobID: id, Token: tokens[i], ExpiresAt: expires,
 				Attempt: int32(toInt(t[1])), BudgetStart: int32(toInt(t[2])),
-			})
+			}
+			if l.Job, err = decodeJob(flatHash(t[3])); err != nil {
+				return nil, err
+			}
+			leases = append(leases, l)
 		}
 		return leases, nil
 	}

@@ -156,7 +156,12 @@ func sluicePhases(ctx context.Context, want map[string]bool) []row {
 		rows = append(rows, e.timersPhase(ctx))
 	}
 	if want["workers"] {
+		stopProfile := func() {}
+		if !want["batch"] {
+			stopProfile = profile(*cpuProfile, "http://127.0.0.1:6061")
+		}
 		rows = append(rows, e.workersPhase(ctx))
+		stopProfile()
 	}
 	if want["priority"] {
 		rows = append(rows, e.priorityPhase(ctx)...)

@@ -115,6 +115,18 @@ func (a *Appender) Append(ctx context.Context, recs ...*kgo.Record) error {
 	return a.cl.ProduceSync(ctx, recs...).FirstErr()
 }
 
+// AppendEach produces recs, each on its own, and returns once all were
+// acknowledged or failed: errs[i] is recs[i]'s error, nil once it is in
+// the log. It is for records that stand alone, where a transaction would
+// only add latency.
+func (a *Appender) AppendEach(ctx context.Context, recs []*kgo.Record) (errs []error) {
+	errs = make([]error, len(recs))
+	for i, r := range a.cl.ProduceSync(ctx, recs...) {
+		errs[i] = r.Err
+	}
+	return errs
+}
+
 // AppendAtomic produces recs in one transaction: all become visible to
 // committed readers, or none do.
 func (a *Appender) AppendAtomic(ctx context.Context, recs []*kgo.Record) error {
