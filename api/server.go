@@ -46,6 +46,8 @@ type Config struct {
 	// Workers keeps leases of jobs claimed by external workers. Default:
 	// none, and the WorkerService is not served.
 	Workers WorkerStore
+	// Audit enables the AuditService and ReplayService; see AuditConfig.
+	Audit AuditConfig
 	// IdempotencyWindow is how long an idempotency key names its first
 	// job. Default DefaultIdempotencyWindow (7 days).
 	IdempotencyWindow time.Duration
@@ -164,6 +166,9 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		connect.WithInterceptors(authInterceptor{cfg.Auth}),
 		// A batch of 1,000 jobs at the payload limit, plus framing.
 		connect.WithReadMaxBytes(cfg.Limits.MaxBatch*cfg.Limits.MaxPayloadBytes + 1<<20),
+		// Compress only large answers: gzip costs more CPU than it saves
+		// on the short links between clients, workers and the API.
+		connect.WithCompressMinBytes(1 << 20),
 	}
 	amend := &amender{log: cfg.Log, store: cfg.DeadLetters, topics: cfg.Topics, now: cfg.Now}
 	mux := http.NewServeMux()
@@ -187,6 +192,16 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Sources.Store != nil {
 		mux.Handle(sluicev1connect.NewSourceServiceHandler(&SourceService{cfg: cfg.Sources, now: cfg.Now, logger: cfg.Logger}, opts...))
+	}
+	if cfg.Audit.Timelines != nil {
+		mux.Handle(sluicev1connect.NewAuditServiceHandler(&AuditService{
+			trail: cfg.Audit.Trail, timelines: cfg.Audit.Timelines, logger: cfg.Logger,
+		}, opts...))
+	}
+	if cfg.Audit.Replays != nil {
+		mux.Handle(sluicev1connect.NewReplayServiceHandler(&ReplayService{
+			store: cfg.Audit.Replays, log: cfg.Log, topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger,
+		}, opts...))
 	}
 	mux.Handle(sluicev1connect.NewDeadLetterServiceHandler(&DeadLetterService{
 		store: cfg.DeadLetters, amend: amend, limits: cfg.Limits, logger: cfg.Logger,

@@ -187,7 +187,8 @@ func (s *WorkerService) claim(ctx context.Context, tenantID string, a claimArgs)
 		return nil, nil
 	}
 	now := s.now()
-	n := s.rates.Take(tenantID, a.queue, q.RateLimit, a.max, now)
+	// Starts are spent only on jobs actually leased.
+	n := s.rates.Available(tenantID, a.queue, q.RateLimit, a.max, now)
 	if n == 0 {
 		return nil, nil
 	}
@@ -201,6 +202,7 @@ func (s *WorkerService) claim(ctx context.Context, tenantID string, a claimArgs)
 	if len(leases) == 0 {
 		return nil, nil
 	}
+	s.rates.Take(tenantID, a.queue, q.RateLimit, len(leases), now)
 	recs, err := s.claimedRecords(tenantID, a, leases, now)
 	errs := make([]error, len(leases))
 	if err == nil {

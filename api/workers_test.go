@@ -226,3 +226,28 @@ func TestClaimWaitsForAJob(t *testing.T) {
 		t.Fatalf("Claim with wait: %v, %v; want the job enqueued while it waited", res, err)
 	}
 }
+
+func TestClaimHonoursTheQueueRateLimit(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for range 10 {
+		enqueueWorkerJob(t, f, "slow", 0)
+	}
+	rate := 2.0
+	if _, err := f.queueService("sk_acme").UpdateQueue(context.Background(), connect.NewRequest(&sluicev1.UpdateQueueRequest{Name: "slow", RateLimit: &rate})); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, f, "slow", 10, time.Minute); len(got) != 2 {
+		t.Fatalf("first claim leased %d jobs; want the burst of 2", len(got))
+	}
+	if got := claim(t, f, "slow", 10, time.Minute); len(got) != 0 {
+		t.Fatalf("second claim at once leased %d jobs; want 0", len(got))
+	}
+	f.clock.advance(time.Second)
+	if got := claim(t, f, "slow", 10, time.Minute); len(got) != 2 {
+		t.Fatalf("a second later: %d jobs; want 2", len(got))
+	}
+	bad := -1.0
+	_, err := f.queueService("sk_acme").UpdateQueue(context.Background(), connect.NewRequest(&sluicev1.UpdateQueueRequest{Name: "slow", RateLimit: &bad}))
+	wantError(t, err, connect.CodeInvalidArgument, "rateLimit")
+}

@@ -60,6 +60,21 @@ func (l *Limits) Take(tenantID, queue string, perSecond float64, n int, now time
 	return took
 }
 
+// Available returns how many starts a queue's bucket holds at now, up to
+// n, without taking them; perSecond <= 0 means no limit: n.
+func (l *Limits) Available(tenantID, queue string, perSecond float64, n int, now time.Time) int {
+	if perSecond <= 0 {
+		return n
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.state(tenantID, queue)
+	if s.bucket == nil || s.rate != perSecond {
+		return min(n, max(1, int(math.Ceil(perSecond))))
+	}
+	return min(n, max(0, int(s.bucket.TokensAt(now))))
+}
+
 // Acquire counts one more running job of a queue unless limit (> 0) are
 // running already; limit <= 0 means no limit. Every true must be matched
 // by a Release.

@@ -43,3 +43,19 @@ func TestAcquireHoldsTheLimit(t *testing.T) {
 		t.Fatal("no limit refused")
 	}
 }
+
+func TestAvailableDoesNotSpend(t *testing.T) {
+	var l Limits
+	now := time.Unix(1_700_000_000, 0)
+	if got := l.Available("t", "q", 4, 100, now); got != 4 {
+		t.Fatalf("fresh bucket: %d available, want 4", got)
+	}
+	if got := l.Take("t", "q", 4, 3, now); got != 3 {
+		t.Fatalf("take: %d, want 3", got)
+	}
+	for range 3 {
+		if got := l.Available("t", "q", 4, 100, now); got != 1 {
+			t.Fatalf("after taking 3 of 4: %d available, want 1", got)
+		}
+	}
+}
