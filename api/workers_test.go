@@ -251,3 +251,22 @@ func TestClaimHonoursTheQueueRateLimit(t *testing.T) {
 	_, err := f.queueService("sk_acme").UpdateQueue(context.Background(), connect.NewRequest(&sluicev1.UpdateQueueRequest{Name: "slow", RateLimit: &bad}))
 	wantError(t, err, connect.CodeInvalidArgument, "rateLimit")
 }
+
+func TestCancellingALeasedJobEndsTheLease(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	id := enqueueWorkerJob(t, f, "work", 0)
+	got := claim(t, f, "work", 1, time.Minute)
+	if _, err := f.jobs("sk_acme").CancelJob(context.Background(), connect.NewRequest(&sluicev1.CancelJobRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.workers("sk_acme").Complete(context.Background(), connect.NewRequest(&sluicev1.CompleteRequest{JobId: id, LeaseToken: got[0].LeaseToken}))
+	wantError(t, err, connect.CodeFailedPrecondition, "leaseToken")
+	expired, err := f.store.ExpiredLeases(context.Background(), time.Now().Add(time.Hour), 10)
+	if err != nil || len(expired) != 0 {
+		t.Fatalf("leases left after the cancel: %v, %v", expired, err)
+	}
+	if f.state(t, "acme", id) != "JOB_STATE_CANCELLED" {
+		t.Fatalf("state %s, want cancelled", f.state(t, "acme", id))
+	}
+}

@@ -246,6 +246,7 @@ if kind == 'cancelled' then
   redis.call('HDEL', key, 'next_attempt_at')
   claimable(cur[6], nil)
   unpark()
+  unlease() -- a worker's lease on it ends: its token is refused
   move(state, 'cancelled')
   return APPLIED
 end
