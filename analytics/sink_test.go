@@ -325,3 +325,27 @@ func TestSinkCatchesUpAfterClickHouseOutage(t *testing.T) {
 		waitCommitted(t, c, group, 6)
 	})
 }
+
+func TestSinkFillsTargetsAfterRestart(t *testing.T) {
+	eventlogtest.Run(t, func(t *testing.T, c *eventlogtest.Cluster) {
+		db := newTestDB(t)
+		events := jobHistory("tenantA", "job1", "emails", "http://a.example/hook")
+		group := c.Group("analytics")
+		produce(t, c, events[0])
+		first := startSink(t, c, db, db.dsn, group)
+		db.waitCount(t, "sluice_events", 1, 30*time.Second)
+		waitCommitted(t, c, group, 1)
+		if err := first.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// A new sink knows nothing of job1; its attempts name no queue.
+		produce(t, c, events[1])
+		startSink(t, c, db, db.dsn, group)
+		db.waitCount(t, "sluice_attempts", 1, 30*time.Second)
+		atts, _, err := analytics.NewReader(db.conn, db.name).QueryAttempts(context.Background(), "tenantA",
+			analytics.AttemptQuery{Queue: "emails"})
+		if err != nil || len(atts) != 1 || atts[0].TargetUrl != "http://a.example/hook" {
+			t.Errorf("attempts of queue emails: %v, %v; want attempt 1 with its queue and target looked up", atts, err)
+		}
+	})
+}

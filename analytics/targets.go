@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // lookupChunk is the most job ids in one lookup query.
@@ -44,9 +46,13 @@ func (s *Sink) fillTargets(ctx context.Context, b *batch) error {
 // lookupTargets reads the targets of jobIDs from their stored
 // job.enqueued and job.ready rows into the cache.
 func (s *Sink) lookupTargets(ctx context.Context, jobIDs []string) error {
+	ids := make([]any, len(jobIDs))
+	for i, id := range jobIDs {
+		ids[i] = id
+	}
 	rows, err := s.conn.Query(ctx, "SELECT tenant_id, job_id, any(queue), any(endpoint_id), any(target_url) FROM "+
-		s.cfg.DB.Database+".sluice_events WHERE job_id IN (?) AND type IN ('job.enqueued', 'job.ready') "+
-		"GROUP BY tenant_id, job_id", jobIDs)
+		s.cfg.DB.Database+".sluice_events WHERE job_id IN ? AND type IN ('job.enqueued', 'job.ready') "+
+		"GROUP BY tenant_id, job_id", clickhouse.GroupSet{Value: ids})
 	if err != nil {
 		return fmt.Errorf("look up targets of %d jobs: %w", len(jobIDs), err)
 	}

@@ -191,7 +191,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		}, opts...))
 	}
 	if cfg.Sources.Store != nil {
-		mux.Handle(sluicev1connect.NewSourceServiceHandler(&SourceService{cfg: cfg.Sources, now: cfg.Now, logger: cfg.Logger}, opts...))
+		mux.Handle(sluicev1connect.NewSourceServiceHandler(&SourceService{cfg: cfg.Sources, endpoints: cfg.Endpoints, now: cfg.Now, logger: cfg.Logger}, opts...))
 	}
 	if cfg.Audit.Timelines != nil {
 		mux.Handle(sluicev1connect.NewAuditServiceHandler(&AuditService{

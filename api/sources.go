@@ -68,9 +68,12 @@ type SourceConfig struct {
 
 // SourceService implements sluice.v1.SourceService.
 type SourceService struct {
-	cfg    SourceConfig
-	now    func() time.Time
-	logger *slog.Logger
+	cfg SourceConfig
+	// endpoints, when set, lets routes be checked against the tenant's
+	// endpoints.
+	endpoints EndpointStore
+	now       func() time.Time
+	logger    *slog.Logger
 }
 
 var _ sluicev1connect.SourceServiceHandler = (*SourceService)(nil)
@@ -91,7 +94,7 @@ func (s *SourceService) CreateSource(ctx context.Context, req *connect.Request[s
 		CreatedAt:        timestamppb.New(now),
 		UpdatedAt:        timestamppb.New(now),
 	}
-	if err := validateSource(src); err != nil {
+	if err := s.validate(p.TenantID, src); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.Store.Put(ctx, p.TenantID, src, sourceActor(p.KeyID), now); err != nil {
@@ -138,7 +141,7 @@ func (s *SourceService) UpdateSource(ctx context.Context, req *connect.Request[s
 		CreatedAt:        old.CreatedAt,
 		UpdatedAt:        timestamppb.New(now),
 	}
-	if err := validateSource(src); err != nil {
+	if err := s.validate(p.TenantID, src); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.Store.Put(ctx, p.TenantID, src, sourceActor(p.KeyID), now); err != nil {
@@ -234,6 +237,29 @@ func (s *SourceService) unavailable(ctx context.Context, op string, err error) e
 
 func sourceActor(keyID string) *eventv1.Actor {
 	return &eventv1.Actor{Kind: eventv1.Actor_KIND_API_KEY, Id: keyID}
+}
+
+// validate checks a source's settings and, when this node knows the
+// endpoints, that its routes name endpoints of the tenant.
+func (s *SourceService) validate(tenantID string, src *sluicev1.Source) *connect.Error {
+	if err := validateSource(src); err != nil {
+		return err
+	}
+	if s.endpoints == nil {
+		return nil
+	}
+	var errs []string
+	for i, r := range src.Routes {
+		for j, ep := range r.EndpointIds {
+			if _, err := s.endpoints.Endpoint(tenantID, ep); err != nil {
+				errs = append(errs, fmt.Sprintf("routes[%d].endpointIds[%d]: endpoint %s not found", i, j, ep))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New(strings.Join(errs, "; ")))
+	}
+	return nil
 }
 
 // validateSource reports every problem with a source's settings, each

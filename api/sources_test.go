@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/inbound/sources"
@@ -110,7 +111,7 @@ func TestSourceServiceLifecycle(t *testing.T) {
 	_, err = acme.GetSource(ctx, connect.NewRequest(&sluicev1.GetSourceRequest{Id: src.Id}))
 	wantCode(t, err, connect.CodeNotFound)
 
-	// Without a replayer the node says so.
+	// A deleted source cannot be replayed.
 	_, err = acme.ReplayInbox(ctx, connect.NewRequest(&sluicev1.ReplayInboxRequest{SourceId: src.Id}))
 	wantCode(t, err, connect.CodeNotFound)
 }
@@ -156,5 +157,40 @@ func wantCode(t *testing.T, err error, code connect.Code) {
 	t.Helper()
 	if connect.CodeOf(err) != code {
 		t.Errorf("got %v, want %v", err, code)
+	}
+}
+
+func TestReplayInboxValidates(t *testing.T) {
+	t.Parallel()
+	url := newSourcesServer(t)
+	ctx := context.Background()
+	acme := sourceClient(url, "sk_acme")
+	created, err := acme.CreateSource(ctx, connect.NewRequest(&sluicev1.CreateSourceRequest{
+		Name: "github", Verification: githubVerification("gh-secret-1"), Routes: []*sluicev1.Route{{Queue: "q"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.Source.Id
+	now := time.Now()
+	cases := []struct {
+		name  string
+		req   *sluicev1.ReplayInboxRequest
+		code  connect.Code
+		field string
+	}{
+		{"no source", &sluicev1.ReplayInboxRequest{}, connect.CodeInvalidArgument, "sourceId"},
+		{"unknown source", &sluicev1.ReplayInboxRequest{SourceId: "src_nope", From: timestamppb.New(now)}, connect.CodeNotFound, ""},
+		{"no from", &sluicev1.ReplayInboxRequest{SourceId: id}, connect.CodeInvalidArgument, "from"},
+		{"to before from", &sluicev1.ReplayInboxRequest{SourceId: id, From: timestamppb.New(now), To: timestamppb.New(now.Add(-time.Minute))}, connect.CodeInvalidArgument, "to"},
+		{"bad replay id", &sluicev1.ReplayInboxRequest{SourceId: id, From: timestamppb.New(now.Add(-time.Hour)), ReplayId: "has space"}, connect.CodeInvalidArgument, "replayId"},
+		{"no replayer on this node", &sluicev1.ReplayInboxRequest{SourceId: id, From: timestamppb.New(now.Add(-time.Hour))}, connect.CodeFailedPrecondition, ""},
+	}
+	for _, c := range cases {
+		_, err := acme.ReplayInbox(ctx, connect.NewRequest(c.req))
+		var cerr *connect.Error
+		if !errors.As(err, &cerr) || cerr.Code() != c.code || !strings.HasPrefix(cerr.Message(), c.field) {
+			t.Errorf("%s: got %v, want %v naming %q", c.name, err, c.code, c.field)
+		}
 	}
 }

@@ -33,8 +33,13 @@ func runDev(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "API key of the dev tenant; generated and kept in --data-dir when empty")
 	tuning := addTuningFlags(fs)
 	inboundFlags := addInboundFlags(fs)
+	chFlags := addClickHouseFlags(fs)
 	logs := addLogFlags(fs)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	chCfg, err := chFlags.config()
+	if err != nil {
 		return err
 	}
 	logger, err := logs.logger()
@@ -96,9 +101,10 @@ func runDev(ctx context.Context, args []string) error {
 		Brokers:             brokers,
 		Redis:               rdb,
 		Topics:              topics,
-		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true, roleTiers: true, roleRouter: true},
+		Roles:               map[string]bool{roleAPI: true, roleDelivery: true, roleProjections: true, roleTiers: true, roleRouter: true, roleAnalytics: chCfg.DSN != ""},
 		Listener:            ln,
 		NodeID:              "dev",
+		ClickHouse:          chCfg,
 		Guard:               delivery.Guard{AllowLoopback: true},
 		Limits:              tuning.limits(),
 		DeliveryConcurrency: *tuning.concurrency,

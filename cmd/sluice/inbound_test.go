@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,14 @@ func inboundEndToEnd(t *testing.T, s *server, brokers, prefix string) {
 		t.Fatalf("ReplayInbox: got %d %s, want 3 requests and 2 jobs", status, body)
 	}
 	waitJobs(t, s, "gh-pushes", 4)
+
+	// The same through the command line, under another replay id.
+	out, err := exec.Command(binary, "inbox", "replay", "--server", s.URL, "--api-key", s.Key,
+		"--source", gh.Source.ID, "--from", "10m", "--replay-id", "cli").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replay cli: 3 requests, 2 jobs enqueued") {
+		t.Fatalf("sluice inbox replay: %v: %s", err, out)
+	}
+	waitJobs(t, s, "gh-pushes", 6)
 }
 
 // postInbound posts body with headers (pairs; empty values skipped) and
@@ -304,6 +313,14 @@ func TestInboundToSignedEndpoint(t *testing.T) {
 	signerMu.Unlock()
 
 	const ghSecret = "gh-forward-secret"
+	status, answer := s.call(t, "SourceService/CreateSource", map[string]any{
+		"name":         "github",
+		"verification": map[string]any{"github": map[string]any{"secret": ghSecret}},
+		"routes":       []any{map[string]any{"endpointIds": []string{"ep_missing"}}},
+	}, nil)
+	if status != http.StatusBadRequest || !strings.Contains(string(answer), "routes[0].endpointIds[0]") {
+		t.Errorf("route to an unknown endpoint: got %d %s, want 400 naming routes[0].endpointIds[0]", status, answer)
+	}
 	var src sourceAnswer
 	if status, body := s.call(t, "SourceService/CreateSource", map[string]any{
 		"name":         "github",

@@ -27,6 +27,8 @@ commands:
   jobs ...              enqueue, get, list, cancel and retry jobs on a server
   dlq ...               list, retry and purge dead letters on a server
   queues ...            list, get, pause, resume and update queues on a server
+  audit JOB_ID          print a job's timeline: every event, attempt, status and latency
+  replay --from TIME    send a time range of jobs round again as new jobs
 
 Run 'sluice <command> -h' for a command's flags.
 `
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string) error {
 		return runQueues(ctx, rest)
 	case cmd == "inbox":
 		return runInbox(ctx, rest)
+	case cmd == "audit":
+		return runAudit(ctx, rest)
+	case cmd == "replay":
+		return runReplay(ctx, rest)
 	case cmd == "-h" || cmd == "--help" || cmd == "help":
 		fmt.Fprint(os.Stdout, usage)
 		return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/analytics"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/delivery"
 	"github.com/sluicehq/sluice/log/eventlog"
@@ -32,7 +33,7 @@ const (
 	// roleRouter is in inbound.go.
 )
 
-var knownRoles = []string{roleAPI, roleDelivery, roleProjections, roleTiers, roleRouter}
+var knownRoles = []string{roleAPI, roleDelivery, roleProjections, roleTiers, roleRouter, roleAnalytics}
 
 func parseRoles(s string) (map[string]bool, error) {
 	roles := make(map[string]bool)
@@ -83,6 +84,9 @@ type nodeConfig struct {
 	DrainRate float64
 	// Inbound sizes the inbound webhook receiver.
 	Inbound inboundConfig
+	// ClickHouse holds the audit trail (analytics role; the API reads
+	// it); zero DSN = none.
+	ClickHouse analytics.DBConfig
 	Logger  *slog.Logger
 }
 
@@ -203,6 +207,10 @@ func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 		n.stops = append(n.stops, line.Stop)
 	}
 
+	if err := n.startAnalytics(ctx); err != nil {
+		return nil, err
+	}
+
 	if cfg.Roles[roleAPI] {
 		if err := n.startAPI(dir, store); err != nil {
 			return nil, err
@@ -228,7 +236,12 @@ func (n *node) startAPI(dir *tenancy.Directory, store *projections.Store) error 
 	if err != nil {
 		return err
 	}
+	audit, err := n.auditConfig(store)
+	if err != nil {
+		return err
+	}
 	apiCfg := api.Config{
+		Audit:             audit,
 		Queues:            dir,
 		QueueStats:        store,
 		Workers:           store,

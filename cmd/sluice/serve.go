@@ -60,7 +60,7 @@ func runServe(ctx context.Context, args []string) error {
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this address too, for nodes without the api role (e.g. 0.0.0.0:9090); off when empty")
 	redisPrefix := fs.String("redis-prefix", projections.DefaultPrefix, "prefix of every Redis key of the read model")
 	bootstrapKey := fs.String("bootstrap-api-key", "", "make sure this API key exists, creating a tenant for it when it does not")
-	_ = fs.String("clickhouse-dsn", "", "ClickHouse for the audit trail (analytics role; not in this build)")
+	chFlags := addClickHouseFlags(fs)
 	logs := addLogFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -74,6 +74,10 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	roleSet, err := parseRoles(*roles)
+	if err != nil {
+		return err
+	}
+	chCfg, err := chFlags.config()
 	if err != nil {
 		return err
 	}
@@ -152,6 +156,7 @@ func runServe(ctx context.Context, args []string) error {
 		Protection:          tuning.protection(),
 		DrainRate:           *tuning.drainRate,
 		Inbound:             inboundCfg,
+		ClickHouse:          chCfg,
 		Logger:              logger,
 	})
 	if err != nil {

@@ -5,9 +5,11 @@
 //
 // A 2xx answer means the request is in the inbox, acknowledged by every
 // in-sync replica (acks=all, idempotent producer): it survives the loss of
-// any Sluice process and will be routed. Any other answer means nothing
-// was appended. A request that fails verification is answered 401 and
-// never appended. Repeated provider deliveries are appended again (the
+// any Sluice process and will be routed. A request that fails
+// verification (401), names no source (404) or is too large (413) is never
+// appended. A 503 means the log did not acknowledge in time: the request
+// was not accepted, though its record may still land; the provider's retry
+// then carries the same delivery id and is routed once. Repeated provider deliveries are appended again (the
 // inbox is a faithful record of what arrived) and dropped by the router,
 // whose job ids derive from the provider's delivery id.
 package receiver
@@ -86,6 +88,9 @@ type Config struct {
 	// MaxBodyBytes is the largest body accepted; larger ones get 413.
 	// Default DefaultMaxBodyBytes (25 MiB).
 	MaxBodyBytes int64
+	// AppendTimeout bounds the wait for the log's acknowledgement; past
+	// it the request is answered 503 (the sender retries). Default 10s.
+	AppendTimeout time.Duration
 	// Observer hears about requests. Default: none.
 	Observer Observer
 	// Now is the clock. Default time.Now.
@@ -111,14 +116,17 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.Topic == "" {
 		errs = append(errs, errors.New("receiver: Config.Topic: required"))
 	}
-	if cfg.MaxBodyBytes < 0 {
-		errs = append(errs, errors.New("receiver: Config.MaxBodyBytes: must not be negative"))
+	if cfg.MaxBodyBytes < 0 || cfg.AppendTimeout < 0 {
+		errs = append(errs, errors.New("receiver: Config.MaxBodyBytes, AppendTimeout: must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.AppendTimeout == 0 {
+		cfg.AppendTimeout = 10 * time.Second
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
@@ -177,7 +185,10 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (outcome, kind
 		answer(w, http.StatusInternalServerError, "could not encode the request")
 		return OutcomeUnavailable, kind, len(body)
 	}
-	if err := rc.cfg.Log.Append(ctx, rec); err != nil {
+	appendCtx, cancel := context.WithTimeout(ctx, rc.cfg.AppendTimeout)
+	err = rc.cfg.Log.Append(appendCtx, rec)
+	cancel()
+	if err != nil {
 		if errors.Is(err, kerr.MessageTooLarge) {
 			answer(w, http.StatusRequestEntityTooLarge, "the request is larger than the inbox accepts")
 			return OutcomeTooLarge, kind, len(body)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/inbound/receiver"
@@ -228,4 +229,39 @@ func TestReceiverKeepsLargeBodies(t *testing.T) {
 			t.Fatalf("inbox: got %d records, want the 25 MiB body byte-exact", len(got))
 		}
 	})
+}
+
+// With the broker gone the request is answered 503 within the append
+// timeout: nothing was promised.
+func TestReceiverAnswers503WhenTheLogIsDown(t *testing.T) {
+	t.Parallel()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "sluice.inbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := eventlog.NewAppender(eventlog.AppenderConfig{Brokers: kc.ListenAddrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	v := verify.GitHub{Secrets: [][]byte{[]byte(ghSecret)}}
+	cat := catalog{"src_gh": {TenantID: "ten_1", Source: &sluicev1.Source{Id: "src_gh"}, Verifier: v}}
+	rc, err := receiver.New(receiver.Config{Sources: cat, Log: app, Topic: "sluice.inbox", AppendTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.Close()
+	body := []byte(`{}`)
+	req := httptest.NewRequest(http.MethodPost, "/in/src_gh", bytes.NewReader(body))
+	req.SetPathValue("source_id", "src_gh")
+	req.Header.Set("X-Hub-Signature-256", verify.SignGitHub([]byte(ghSecret), body))
+	w := httptest.NewRecorder()
+	start := time.Now()
+	rc.ServeHTTP(w, req)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("broker down: got %d (Retry-After %q), want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("answered after %s, want within the 500ms append timeout", took)
+	}
 }

@@ -96,4 +96,3 @@ func TestReplayRoutesTheTimeRangeOfOneSource(t *testing.T) {
 		}
 	})
 }
-

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicehq/sluice/client"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+const auditUsage = "sluice audit JOB_ID [--json] [--server URL] [--api-key KEY]"
+
+// runAudit prints a job's timeline: `sluice audit JOB_ID`.
+func runAudit(ctx context.Context, args []string) error {
+	fs := newFlagSet("audit")
+	cf := addClientFlags(fs)
+	pos, err := parseClientArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, 1, auditUsage); err != nil {
+		return err
+	}
+	httpc, base, opts, err := cf.connectParts()
+	if err != nil {
+		return err
+	}
+	resp, err := sluicev1connect.NewAuditServiceClient(httpc, base, opts...).GetJobTimeline(ctx,
+		connect.NewRequest(&sluicev1.GetJobTimelineRequest{JobId: pos[0]}))
+	if err != nil {
+		return fmt.Errorf("audit %s: %s", pos[0], client.ErrorMessage(err))
+	}
+	if *cf.json {
+		return printJSON(os.Stdout, resp.Msg)
+	}
+	fmt.Printf("job %s: %d events (from %s)\n", pos[0], len(resp.Msg.Events), resp.Msg.Source)
+	t := newTable(os.Stdout, "#", "TIME (UTC)", "EVENT", "ATTEMPT", "STATUS", "LATENCY", "OUTCOME", "ACTOR", "ERROR / REASON")
+	for i, e := range resp.Msg.Events {
+		t.row(strconv.Itoa(i+1), formatMillis(e.At), e.Type, blankZero(e.Attempt), blankZero(e.StatusCode),
+			formatLatency(e), e.Outcome, e.Actor, truncate(strings.TrimSpace(e.Error+" "+e.Reason), 80))
+	}
+	return t.flush()
+}
+
+// formatMillis prints a timestamp in UTC to the millisecond.
+func formatMillis(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return ""
+	}
+	return ts.AsTime().UTC().Format("2006-01-02 15:04:05.000")
+}
+
+func formatLatency(e *sluicev1.TimelineEvent) string {
+	if e.Latency == nil {
+		return ""
+	}
+	return e.Latency.AsDuration().Round(100 * time.Microsecond).String()
+}
+
+func blankZero(n int32) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(n))
+}
+
+// connectParts returns what a Connect client of any service needs for
+// the flags: the HTTP client, the base URL and the options (protocol,
+// API key).
+func (f clientFlags) connectParts() (connect.HTTPClient, string, []connect.ClientOption, error) {
+	p, err := client.ParseProtocol(*f.protocol)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--protocol: %w", err)
+	}
+	if *f.apiKey == "" {
+		return nil, "", nil, fmt.Errorf("--api-key (or SLUICE_API_KEY) is required")
+	}
+	base := strings.TrimRight(*f.server, "/")
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, "", nil, fmt.Errorf("--server: %q: want http(s)://host[:port]", *f.server)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var opts []connect.ClientOption
+	switch p {
+	case client.ProtocolGRPC:
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetHTTP2(true)
+		t.Protocols.SetUnencryptedHTTP2(true)
+		opts = append(opts, connect.WithGRPC())
+	case client.ProtocolGRPCWeb:
+		opts = append(opts, connect.WithGRPCWeb())
+	}
+	opts = append(opts, connect.WithInterceptors(bearerKey(*f.apiKey)))
+	return &http.Client{Transport: t}, base, opts, nil
+}
