@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -29,9 +30,6 @@ func NewReader(conn driver.Conn, db string) *Reader {
 	return &Reader{conn: conn, db: db}
 }
 
-// Ping reports whether ClickHouse answers.
-func (r *Reader) Ping(ctx context.Context) error { return r.conn.Ping(ctx) }
-
 // JobTimeline returns the events of a tenant's job in log order, each
 // event once (the first copy of an event id; the first job.enqueued),
 // or ErrNotFound when the trail holds none.
@@ -44,7 +42,8 @@ func (r *Reader) JobTimeline(ctx context.Context, tenantID, jobID string) ([]*sl
 	}
 	defer rows.Close()
 	var events []*sluicev1.TimelineEvent
-	seen := make(map[string]bool)
+	seen := make(map[string]bool) // event ids
+	enqueued := false
 	for rows.Next() {
 		var (
 			typ, eventID, errText, outcome, reason, actorKind, actorID string
@@ -55,10 +54,11 @@ func (r *Reader) JobTimeline(ctx context.Context, tenantID, jobID string) ([]*sl
 			&outcome, &reason, &actorKind, &actorID); err != nil {
 			return nil, fmt.Errorf("read timeline of job %s: %w", jobID, err)
 		}
-		if seen[eventID] || (typ == "job.enqueued" && seen["job.enqueued"]) {
+		if seen[eventID] || (typ == "job.enqueued" && enqueued) {
 			continue
 		}
-		seen[eventID], seen[typ] = true, true
+		seen[eventID] = true
+		enqueued = enqueued || typ == "job.enqueued"
 		ev := &sluicev1.TimelineEvent{
 			Type: typ, At: timestamppb.New(time.UnixMicro(atUS)), Attempt: attempt, StatusCode: status,
 			Error: errText, Outcome: strings.ToLower(outcome), Reason: reason, EventId: eventID,
@@ -78,6 +78,33 @@ func (r *Reader) JobTimeline(ctx context.Context, tenantID, jobID string) ([]*sl
 		return nil, ErrNotFound
 	}
 	return events, nil
+}
+
+// JobsWithEvent returns which of the tenant's jobIDs have an event of
+// eventType in the trail.
+func (r *Reader) JobsWithEvent(ctx context.Context, tenantID, eventType string, jobIDs []string) (map[string]bool, error) {
+	had := make(map[string]bool)
+	if len(jobIDs) == 0 {
+		return had, nil
+	}
+	ids := make([]any, len(jobIDs))
+	for i, id := range jobIDs {
+		ids[i] = id
+	}
+	rows, err := r.conn.Query(ctx, "SELECT DISTINCT job_id FROM "+r.db+".sluice_events "+
+		"WHERE tenant_id = ? AND type = ? AND job_id IN ?", tenantID, eventType, clickhouse.GroupSet{Value: ids})
+	if err != nil {
+		return nil, fmt.Errorf("find jobs with %s events: %w", eventType, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("find jobs with %s events: %w", eventType, err)
+		}
+		had[id] = true
+	}
+	return had, rows.Err()
 }
 
 // Page sizes of QueryAttempts.

@@ -107,7 +107,8 @@ type SinkConfig struct {
 type Observer interface {
 	// Flushed is called after a batch of records went into ClickHouse.
 	Flushed(records int, took time.Duration)
-	// FlushFailed is called for every failed try of a batch.
+	// FlushFailed is called for every failed try to write to ClickHouse:
+	// a batch, or the migrations at start.
 	FlushFailed(err error)
 }
 

@@ -2,6 +2,7 @@ package analytics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -36,7 +38,7 @@ type testDB struct {
 	conn driver.Conn
 }
 
-func newTestDB(t *testing.T) *testDB {
+func newTestDB(t testing.TB) *testDB {
 	t.Helper()
 	dsn := os.Getenv(envClickHouse)
 	if dsn == "" {
@@ -185,6 +187,12 @@ func TestSinkCopiesTheLog(t *testing.T) {
 				t.Errorf("last event at %s, want %s", tl[5].At.AsTime(), t0.Add(5*time.Second))
 			}
 		})
+		t.Run("jobs with an event", func(t *testing.T) {
+			had, err := r.JobsWithEvent(ctx, "tenantA", "job.ready", []string{"job1", "job2", "nope"})
+			if err != nil || len(had) != 1 || !had["job1"] {
+				t.Errorf("tenant A's jobs with job.ready: got %v, %v; want job1 only", had, err)
+			}
+		})
 		t.Run("tenancy", func(t *testing.T) {
 			if _, err := r.JobTimeline(ctx, "tenantB", "job1"); err != analytics.ErrNotFound {
 				t.Errorf("another tenant's job: got %v, want ErrNotFound", err)
@@ -265,7 +273,7 @@ func TestSinkNeverDoubleCounts(t *testing.T) {
 
 // waitCommitted waits until group has committed offsets summing to want
 // on the events topic.
-func waitCommitted(t *testing.T, c *eventlogtest.Cluster, group string, want int64) {
+func waitCommitted(t testing.TB, c *eventlogtest.Cluster, group string, want int64) {
 	t.Helper()
 	adm := c.Admin(t)
 	deadline := time.Now().Add(30 * time.Second)
@@ -281,9 +289,12 @@ func waitCommitted(t *testing.T, c *eventlogtest.Cluster, group string, want int
 	}
 }
 
-func committed(t *testing.T, adm *kadm.Client, group, topic string) int64 {
+func committed(t testing.TB, adm *kadm.Client, group, topic string) int64 {
 	t.Helper()
 	offs, err := adm.FetchOffsets(context.Background(), group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return 0 // not joined yet
+	}
 	if err != nil {
 		t.Fatalf("fetch offsets of %s: %v", group, err)
 	}

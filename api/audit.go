@@ -32,6 +32,7 @@ type AuditConfig struct {
 type AuditTrail interface {
 	JobTimeline(ctx context.Context, tenantID, jobID string) ([]*sluicev1.TimelineEvent, error)
 	QueryAttempts(ctx context.Context, tenantID string, q analytics.AttemptQuery) ([]*sluicev1.AttemptRecord, string, error)
+	JobsWithEvent(ctx context.Context, tenantID, eventType string, jobIDs []string) (map[string]bool, error)
 }
 
 // TimelineStore reads what the read model knows of a job's history.

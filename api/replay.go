@@ -28,6 +28,7 @@ type ReplayStore interface {
 // ReplayService implements sluice.v1.ReplayService.
 type ReplayService struct {
 	store  ReplayStore
+	trail  AuditTrail // answers event-type filters when set
 	log    Appender
 	topics eventlog.Topics
 	now    func() time.Time
@@ -36,7 +37,10 @@ type ReplayService struct {
 
 var _ sluicev1connect.ReplayServiceHandler = (*ReplayService)(nil)
 
-var jobReplayID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+var (
+	jobReplayID   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	eventTypeName = regexp.MustCompile(`^[a-z]+(\.[a-z_]+)+$`)
+)
 
 // replayKeyPrefix starts the idempotency keys of the jobs one replay
 // makes.
@@ -46,9 +50,14 @@ func replayKeyPrefix(replayID string) string { return "sluice-replay/" + replayI
 func (s *ReplayService) ReplayJobs(ctx context.Context, req *connect.Request[sluicev1.ReplayJobsRequest]) (*connect.Response[sluicev1.ReplayJobsResponse], error) {
 	m := req.Msg
 	p := principalFrom(ctx)
-	sel, cerr := replaySelection(m)
+	sel, cerr := replaySelection(m, s.trail != nil)
 	if cerr != nil {
 		return nil, cerr
+	}
+	if sel.EventType != "" && s.trail != nil {
+		sel.HasEvent = func(ctx context.Context, ids []string) (map[string]bool, error) {
+			return s.trail.JobsWithEvent(ctx, p.TenantID, sel.EventType, ids)
+		}
 	}
 	size := int(m.PageSize)
 	switch {
@@ -86,7 +95,9 @@ func (s *ReplayService) ReplayJobs(ctx context.Context, req *connect.Request[slu
 }
 
 // replaySelection validates a request's selection, target and replay id.
-func replaySelection(m *sluicev1.ReplayJobsRequest) (projections.ReplaySelection, *connect.Error) {
+// With a complete audit trail any event type can be asked for;
+// otherwise only those the read model knows.
+func replaySelection(m *sluicev1.ReplayJobsRequest, anyEventType bool) (projections.ReplaySelection, *connect.Error) {
 	sel := m.GetSelection()
 	var out projections.ReplaySelection
 	for _, f := range []struct {
@@ -112,7 +123,7 @@ func replaySelection(m *sluicev1.ReplayJobsRequest) (projections.ReplaySelection
 		return out, fieldError(connect.CodeInvalidArgument, "selection.state", "unknown state %d", sel.GetState())
 	}
 	if t := sel.GetEventType(); t != "" {
-		if _, ok := projections.ReplayEventTypes[t]; !ok {
+		if _, ok := projections.ReplayEventTypes[t]; !ok && !(anyEventType && eventTypeName.MatchString(t)) {
 			return out, fieldError(connect.CodeInvalidArgument, "selection.eventType",
 				"%q is not job.enqueued, job.attempted, job.cancelled or job.retried", t)
 		}

@@ -200,7 +200,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Audit.Replays != nil {
 		mux.Handle(sluicev1connect.NewReplayServiceHandler(&ReplayService{
-			store: cfg.Audit.Replays, log: cfg.Log, topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger,
+			store: cfg.Audit.Replays, trail: cfg.Audit.Trail, log: cfg.Log, topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger,
 		}, opts...))
 	}
 	mux.Handle(sluicev1connect.NewDeadLetterServiceHandler(&DeadLetterService{

@@ -26,8 +26,12 @@ type ReplaySelection struct {
 	// State the job is in now; unspecified matches every state.
 	State sluicev1.JobState
 	// EventType: jobs that have an event of this type; see
-	// ReplayEventTypes. "" matches every job.
+	// ReplayEventTypes, or any type HasEvent knows. "" matches every job.
 	EventType string
+	// HasEvent, when set, answers EventType instead of ReplayEventTypes:
+	// which of jobIDs have an event of type EventType (the complete audit
+	// trail knows every type).
+	HasEvent func(ctx context.Context, jobIDs []string) (map[string]bool, error)
 	// SkipKeyPrefix skips jobs whose idempotency key starts with it (the
 	// jobs a replay made itself).
 	SkipKeyPrefix string
@@ -87,9 +91,15 @@ func (s *Store) SelectJobs(ctx context.Context, tenantID string, sel ReplaySelec
 		if err != nil {
 			return nil, "", err
 		}
+		var had map[string]bool
+		if sel.EventType != "" && sel.HasEvent != nil {
+			if had, err = sel.HasEvent(ctx, ids); err != nil {
+				return nil, "", fmt.Errorf("select jobs with %s events: %w", sel.EventType, err)
+			}
+		}
 		for i, id := range ids {
 			snap, ok := snaps[id]
-			if !ok || !match(snap) {
+			if !ok || !match(snap) || (had != nil && !had[id]) {
 				continue
 			}
 			out = append(out, snap)
@@ -124,7 +134,7 @@ func (sel ReplaySelection) matcher() (func(*JobSnapshot) bool, error) {
 		return nil, &FieldError{Field: "state", Reason: "unknown state"}
 	}
 	hasEvent := func(*JobSnapshot) bool { return true }
-	if sel.EventType != "" {
+	if sel.EventType != "" && sel.HasEvent == nil {
 		var ok bool
 		if hasEvent, ok = ReplayEventTypes[sel.EventType]; !ok {
 			return nil, &FieldError{Field: "eventType", Reason: fmt.Sprintf("%q is not job.enqueued, job.attempted, job.cancelled or job.retried", sel.EventType)}

@@ -69,4 +69,3 @@ func outcomeName(o eventv1.Outcome) string {
 	}
 	return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_"))
 }
-

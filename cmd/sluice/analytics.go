@@ -100,7 +100,7 @@ func newSinkMetrics(reg prometheus.Registerer) *sinkMetrics {
 			Name: "sluice_analytics_records_total", Help: "Event records copied into ClickHouse.",
 		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sluice_analytics_flush_failures_total", Help: "Failed tries to write a batch into ClickHouse.",
+			Name: "sluice_analytics_flush_failures_total", Help: "Failed tries to write to ClickHouse (batches, migrations at start).",
 		}),
 		took: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sluice_analytics_flush_seconds", Help: "Time to write one batch into ClickHouse.",

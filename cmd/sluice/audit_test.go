@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -107,6 +108,13 @@ func TestAuditTimelineFromProjection(t *testing.T) {
 			t.Errorf("GetJobTimeline of an unknown job: HTTP %d %s, want 404", status, body)
 		}
 	})
+	t.Run("event types beyond the read model need ClickHouse", func(t *testing.T) {
+		sel := map[string]any{"createdAfter": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano), "createdBefore": time.Now().UTC().Format(time.RFC3339Nano), "eventType": "job.ready"}
+		status, body := s.call(t, "ReplayService/ReplayJobs", map[string]any{"selection": sel, "dryRun": true}, nil)
+		if status != http.StatusBadRequest || !strings.Contains(string(body), "selection.eventType") {
+			t.Errorf("job.ready filter without ClickHouse: HTTP %d %s, want invalid_argument naming selection.eventType", status, body)
+		}
+	})
 	t.Run("QueryAttempts needs ClickHouse", func(t *testing.T) {
 		status, body := s.call(t, "AuditService/QueryAttempts", map[string]any{}, nil)
 		if status != http.StatusBadRequest || !strings.Contains(string(body), "clickhouse") {
@@ -155,6 +163,12 @@ func TestAuditTimelineFromClickHouse(t *testing.T) {
 			TargetURL  string `json:"targetUrl"`
 		} `json:"attempts"`
 	}
+	// With ClickHouse a replay can select by any event type.
+	rng := map[string]any{"createdAfter": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano), "createdBefore": time.Now().UTC().Format(time.RFC3339Nano), "eventType": "job.ready"}
+	var dry struct{ Matched int }
+	if status, body := s.call(t, "ReplayService/ReplayJobs", map[string]any{"selection": rng, "dryRun": true}, &dry); status != http.StatusOK || dry.Matched != 1 {
+		t.Errorf("dry run of jobs with job.ready events: HTTP %d %s, want 1 match", status, body)
+	}
 	status, body := s.call(t, "AuditService/QueryAttempts", map[string]any{"queue": "audited", "statusCode": 503}, &atts)
 	if status != http.StatusOK || len(atts.Attempts) != 2 {
 		t.Fatalf("QueryAttempts 503s: HTTP %d %s, want 2 attempts", status, body)
@@ -194,4 +208,51 @@ func TestDeliveryWhileClickHouseIsDown(t *testing.T) {
 	// The audit trail cannot be written; the timeline comes from the
 	// read model.
 	checkFailedTwice(t, s, id, "projection")
+}
+
+// TestAnalyticsRoleOnServe runs the production layout: an api node and an
+// analytics node of its own, on the test bed's Kafka, Redis and
+// ClickHouse.
+func TestAnalyticsRoleOnServe(t *testing.T) {
+	t.Parallel()
+	brokers, redisURL, dsn := os.Getenv("SLUICE_TEST_KAFKA_BROKERS"), os.Getenv("SLUICE_TEST_REDIS_URL"), os.Getenv("SLUICE_TEST_CLICKHOUSE_DSN")
+	if brokers == "" || redisURL == "" || dsn == "" {
+		t.Skip("REAL KAFKA/REDIS/CLICKHOUSE NOT TESTED: SLUICE_TEST_KAFKA_BROKERS, SLUICE_TEST_REDIS_URL and SLUICE_TEST_CLICKHOUSE_DSN must be set (the README's test command sets them)")
+	}
+	db := fmt.Sprintf("sluice_e2e_%d_%d", time.Now().UnixNano(), chDBSeq.Add(1))
+	t.Cleanup(func() { dropClickHouseDB(t, db) })
+	prefix := fmt.Sprintf("audit%d.", time.Now().UnixNano())
+	common := []string{"--kafka-brokers", brokers, "--redis-url", redisURL, "--redis-prefix", prefix, "--topic-prefix", prefix,
+		"--clickhouse-dsn", dsn, "--clickhouse-database", db}
+	key := "sk_audit_" + fmt.Sprint(time.Now().UnixNano())
+	s := startSluice(t, key, append([]string{"serve", "--roles", "api,delivery,projections,tiers", "--node-id", "a",
+		"--partitions", "4", "--replication-factor", "1", "--create-topics", "--bootstrap-api-key", key,
+		"--allow-loopback-targets", "--http-addr", "127.0.0.1:0"}, common...)...)
+	startSluice(t, "", append([]string{"serve", "--roles", "analytics", "--node-id", "b"}, common...)...)
+
+	recv := newReceiver(t)
+	id := failedTwice(t, s, recv)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var tl timelineJSON
+		status, _ := s.call(t, "AuditService/GetJobTimeline", map[string]string{"jobId": id}, &tl)
+		if status == http.StatusOK && tl.Source == "clickhouse" && len(tl.Events) > 0 && tl.Events[len(tl.Events)-1].Outcome == "succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the analytics node did not copy job %s within 30s (last source %q)", id, tl.Source)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkFailedTwice(t, s, id, "clickhouse")
+
+	resp, err := httpClient.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if want := `sluice_consumer_lag{group="` + prefix + `analytics"`; !strings.Contains(string(b), want) {
+		t.Errorf("/metrics has no %s...} series", want)
+	}
 }

@@ -251,9 +251,22 @@ func TestEndpointsEndToEnd(t *testing.T) {
 		if !strings.Contains(ep.DisabledReason, "410") {
 			t.Errorf("disabled reason %q, want it to name the 410", ep.DisabledReason)
 		}
-		job := waitState(t, s, jobID, "JOB_STATE_RETRYING", 10*time.Second)
-		if job.Attempt != 1 {
-			t.Errorf("attempt %d, want 1", job.Attempt)
+		// The failed attempt leaves the job waiting (retrying, or ready and
+		// parked once its next attempt came), never dead.
+		var job jobJSON
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			var got struct{ Job jobJSON }
+			s.call(t, "JobService/GetJob", map[string]string{"id": jobID}, &got)
+			job = got.Job
+			if job.Attempt == 1 && (job.State == "JOB_STATE_RETRYING" || job.State == "JOB_STATE_READY") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s: state %s attempt %d; want attempt 1, retrying or ready (parked)", jobID, job.State, job.Attempt)
+			}
+		}
+		if !strings.Contains(job.LastError, "410") {
+			t.Errorf("last error %q, want the 410", job.LastError)
 		}
 		recv.revive()
 		update(map[string]any{"id": gone.ID, "disabled": false})

@@ -87,7 +87,7 @@ type nodeConfig struct {
 	// ClickHouse holds the audit trail (analytics role; the API reads
 	// it); zero DSN = none.
 	ClickHouse analytics.DBConfig
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 }
 
 // node runs the roles of one process.
@@ -106,9 +106,10 @@ type node struct {
 func startNode(ctx context.Context, cfg nodeConfig) (n *node, err error) {
 	m := newMetrics()
 	n = &node{cfg: cfg, metrics: m, serve: make(chan error, 1)}
+	started := n // the error returns below set n to nil
 	defer func() {
 		if err != nil {
-			n.stop(context.Background())
+			started.stop(context.Background())
 		}
 	}()
 	log := cfg.Logger

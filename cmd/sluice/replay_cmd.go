@@ -38,7 +38,7 @@ func runReplay(ctx context.Context, args []string) error {
 	queue := fs.String("queue", "", "only jobs of this queue")
 	target := fs.String("target", "", "only jobs targeting this endpoint id, or a URL starting with this http(s) URL")
 	state := fs.String("state", "", "only jobs now in this state (succeeded, dead, cancelled, ...)")
-	eventType := fs.String("event-type", "", "only jobs with an event of this type (job.attempted, job.cancelled, job.retried)")
+	eventType := fs.String("event-type", "", "only jobs with an event of this type (job.attempted, job.cancelled, job.retried; any type when the server has ClickHouse)")
 	toURL := fs.String("to-url", "", "send the new jobs to this URL instead of their targets")
 	toEndpoint := fs.String("to-endpoint", "", "send the new jobs to this endpoint instead of their targets")
 	rate := fs.Float64("rate", 100, "jobs enqueued per second, at most")

@@ -102,6 +102,30 @@ func TestReplayTimeRange(t *testing.T) {
 		t.Errorf("after replaying again: deliveries per body %v, want still %v", seen, want)
 	}
 
+	// A replay resumed from a cursor replays only what follows it.
+	var page struct {
+		NextCursor string `json:"nextCursor"`
+	}
+	status, body = s.call(t, "ReplayService/ReplayJobs", map[string]any{
+		"selection": map[string]any{"createdAfter": from.UTC().Format(time.RFC3339Nano), "createdBefore": to.UTC().Format(time.RFC3339Nano), "queue": "orders"},
+		"replayId":  "r2", "pageSize": 1,
+	}, &page)
+	if status != http.StatusOK || page.NextCursor == "" {
+		t.Fatalf("first page of r2: HTTP %d %s, want a cursor", status, body)
+	}
+	out = s.cliOK(t, append([]string{"replay", "--replay-id", "r2", "--cursor", page.NextCursor}, rng...)...)
+	if strings.TrimSpace(out) != "replayed 2 jobs (replay id r2)" {
+		t.Errorf("resumed replay: got %q, want replayed 2 jobs", out)
+	}
+	want = map[string]int{`{"job":"A"}`: 1, `{"job":"B"}`: 3, `{"job":"C"}`: 3, `{"job":"D"}`: 1, `{"job":"E"}`: 3, `{"job":"F"}`: 1}
+	deadline = time.Now().Add(20 * time.Second)
+	for !equalCounts(recv.bodiesSeen(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the resumed replay: deliveries per body %v, want %v", recv.bodiesSeen(), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	t.Run("bad input names the field", func(t *testing.T) {
 		for _, c := range []struct {
 			req   map[string]any

@@ -81,6 +81,9 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if roleSet[roleAnalytics] && chCfg.DSN == "" {
+		return fmt.Errorf("--roles=%s needs --clickhouse-dsn", roleAnalytics)
+	}
 	if *nodeID == "" {
 		if *nodeID, err = os.Hostname(); err != nil {
 			return fmt.Errorf("--node-id: %w", err)

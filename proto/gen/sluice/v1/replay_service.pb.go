@@ -37,8 +37,10 @@ type ReplaySelection struct {
 	Target string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
 	// The job's current state; unspecified = any.
 	State JobState `protobuf:"varint,5,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
-	// Jobs that have an event of this type: "job.enqueued",
-	// "job.attempted", "job.cancelled" or "job.retried".
+	// Jobs that have an event of this type. Without ClickHouse:
+	// "job.enqueued", "job.attempted", "job.cancelled" or "job.retried"
+	// (what the read model knows); with it any type ("job.parked", ...),
+	// as far as the audit trail has caught up.
 	EventType     string `protobuf:"bytes,6,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
