@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -99,7 +100,13 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 		return call{}, false
 	}
 	if ev.TenantId == "" || ev.JobId == "" {
-		log.WarnContext(ctx, "skip event without tenant or job", "event_id", ev.EventId, "type", ev.Type)
+		// Endpoint events (endpoint.disabled, ...) are about no job; the
+		// read model of jobs has nothing to fold.
+		level := slog.LevelWarn
+		if ev.GetJobId() == "" && strings.HasPrefix(ev.Type, "endpoint.") {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "skip event without tenant or job", "event_id", ev.EventId, "type", ev.Type)
 		return call{}, false
 	}
 	at := eventTime(ev, rec)
