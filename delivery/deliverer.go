@@ -31,6 +31,9 @@ type JobRun struct {
 	// EnqueueEventID is the job.enqueued that created the job; empty
 	// until the read model folded it.
 	EnqueueEventID string
+	// CreatedAt is the job's creation time (Unix µs) as its winning
+	// job.enqueued says; 0 when unknown.
+	CreatedAt int64
 }
 
 // StateReader reads where jobs stand; delivery uses it to skip jobs

@@ -27,7 +27,8 @@ const winnerWait = 5 * time.Second
 // gate decides whether an attempt runs now. It holds the attempt back
 // (held, with the records to write instead) when:
 //   - the record is a job.enqueued that lost its idempotency key to an
-//     earlier one: nothing is written, the job runs once;
+//     earlier one, or a job.ready descending from such a loser (a runAt
+//     timer the loser wrote): nothing is written, the job runs once;
 //   - the job's queue is paused: a job.parked holds the job until the
 //     queue resumes;
 //   - the queue runs its concurrency limit on this node, or its rate
@@ -35,8 +36,8 @@ const winnerWait = 5 * time.Second
 //
 // Otherwise release must be called once the attempt ends.
 func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event, r run) (out []*kgo.Record, held bool, release func(), err error) {
-	if _, first := ev.Body.(*eventv1.Event_JobEnqueued); first && r.spec.GetIdempotencyKey() != "" && d.states != nil {
-		won, err := d.wonKey(ctx, ev)
+	if r.spec.GetIdempotencyKey() != "" && d.states != nil {
+		won, err := d.wonKey(ctx, ev, r)
 		if err != nil || !won {
 			return nil, true, nil, err
 		}
@@ -58,10 +59,11 @@ func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event
 	return nil, false, func() { d.queues.Release(tenant, queue) }, nil
 }
 
-// wonKey reports whether ev, a job.enqueued with an idempotency key,
-// created its job: the read model names the first job.enqueued of the
-// job's id in log order.
-func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event) (bool, error) {
+// wonKey reports whether ev, of a job with an idempotency key, belongs to
+// the job.enqueued that created the job: the read model names the first
+// job.enqueued of the job's id in log order, and the creation time in its
+// spec, which every job.ready of the job carries on.
+func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event, r run) (bool, error) {
 	deadline := d.cfg.Now().Add(winnerWait)
 	pause := time.Millisecond
 	for {
@@ -70,7 +72,10 @@ func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event) (bool, error)
 			return false, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
 		}
 		if cur.EnqueueEventID != "" {
-			return cur.EnqueueEventID == ev.EventId, nil
+			if _, first := ev.Body.(*eventv1.Event_JobEnqueued); first {
+				return cur.EnqueueEventID == ev.EventId, nil
+			}
+			return cur.CreatedAt == 0 || r.spec.GetCreatedAt().AsTime().UnixMicro() == cur.CreatedAt, nil
 		}
 		if d.cfg.Now().After(deadline) {
 			return false, fmt.Errorf("job %s: the read model has not shown its job.enqueued within %s", ev.JobId, winnerWait)

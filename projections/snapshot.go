@@ -60,6 +60,10 @@ type JobRun struct {
 	// EnqueueEventID is the event that created the job: of several
 	// job.enqueued with one (derived) id, the first in log order.
 	EnqueueEventID string
+	// CreatedAt is the creation time in the winning job.enqueued's spec,
+	// in Unix microseconds: a job.ready whose spec says otherwise comes
+	// from a losing duplicate.
+	CreatedAt int64
 }
 
 // JobRuns returns the state and attempt budget of each of the tenant's
@@ -70,7 +74,7 @@ func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start", "eid")
+			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start", "eid", "created_at")
 		}
 		return nil
 	})
@@ -85,7 +89,8 @@ func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (
 			continue
 		}
 		budget, _ := strconv.ParseInt(str(v[1]), 10, 32)
-		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget), EnqueueEventID: str(v[2])}
+		created, _ := strconv.ParseInt(str(v[3]), 10, 64)
+		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget), EnqueueEventID: str(v[2]), CreatedAt: created}
 	}
 	return runs, nil
 }

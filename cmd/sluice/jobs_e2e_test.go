@@ -146,3 +146,46 @@ func jsonCode(body []byte, code string) bool {
 	}
 	return json.Unmarshal(body, &e) == nil && e.Code == code
 }
+
+func TestIdempotentScheduledEnqueueRunsOnce(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	s := startSluice(t, "", "dev", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0")
+	recv.setSecret(s.Secret)
+	runAt := time.Now().Add(1500 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		ids = make(map[string]bool)
+	)
+	// Every racer that loses still wrote its runAt timer: those timers
+	// must not deliver the job again.
+	for i := range 16 {
+		wg.Go(func() {
+			var enq enqueueAnswer
+			status, body := s.call(t, "JobService/Enqueue", map[string]any{
+				"queue": "later", "payload": i, "idempotencyKey": "remind-9", "runAt": runAt,
+				"target": map[string]string{"url": recv.URL + "/ok"},
+			}, &enq)
+			if status != http.StatusOK {
+				t.Errorf("Enqueue %d: HTTP %d %s", i, status, body)
+				return
+			}
+			mu.Lock()
+			ids[enq.Job.ID] = true
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(ids) != 1 {
+		t.Fatalf("%d ids, want 1", len(ids))
+	}
+	var id string
+	for id = range ids {
+	}
+	waitState(t, s, id, "JOB_STATE_SUCCEEDED", 30*time.Second)
+	time.Sleep(2 * time.Second) // every racer's timer is due by now
+	if n := recv.count(id); n != 1 {
+		t.Fatalf("scheduled job %s delivered %d times, want once", id, n)
+	}
+}
