@@ -148,7 +148,7 @@ func (s *EndpointService) UpdateEndpoint(ctx context.Context, req *connect.Reque
 		return nil, cerr
 	}
 	if change != nil {
-		rec, err := eventlog.EncodeEndpointEvent(s.topics.Events(), ep.Id, eventlog.NewEndpointEvent(eventlog.Meta{
+		rec, err := eventlog.EncodeEndpointEvent(s.topics.Events(), ep.Id, eventlog.NewEvent(eventlog.Meta{
 			TenantID: p.TenantID, OccurredAt: now, Actor: apiActor(p),
 		}, change))
 		if err != nil {

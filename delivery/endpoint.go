@@ -145,7 +145,7 @@ func (d *Deliverer) protectionRecords(rec *kgo.Record, ev *eventv1.Event, cfg *e
 	if v.disable != "" {
 		next.Endpoint.Disabled, next.Endpoint.DisabledReason = true, v.disable
 		next.Endpoint.DisabledAt, next.Endpoint.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
-		disabled := eventlog.NewEndpointEvent(eventlog.Meta{
+		disabled := eventlog.NewEvent(eventlog.Meta{
 			TenantID: ev.TenantId, EventID: eventlog.DeriveID(rec, 10), CausationID: ev.EventId,
 			OccurredAt: now, Actor: deliveryActor,
 		}, &eventv1.EndpointDisabled{EndpointId: id, Reason: v.disable, Automatic: true})

@@ -28,7 +28,7 @@ func (d *Deliverer) park(rec *kgo.Record, ev *eventv1.Event, r run, endpointID s
 	if err != nil {
 		return nil, err
 	}
-	note := eventlog.NewEndpointEvent(eventlog.Meta{
+	note := eventlog.NewEvent(eventlog.Meta{
 		TenantID: ev.TenantId, JobID: ev.JobId, EventID: eventlog.DeriveID(rec, 1),
 		CausationID: ev.EventId, OccurredAt: now, Actor: deliveryActor,
 	}, &eventv1.EndpointMessageParked{EndpointId: endpointID, Attempt: r.attempt})

@@ -1,10 +1,7 @@
 package eventlog
 
 import (
-	"fmt"
-
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 )
@@ -24,22 +21,10 @@ func (t Topics) Parked() string { return t.Prefix + "parked" }
 // (endpoint.disabled, endpoint.enabled): they carry no job id.
 func EndpointKey(endpointID string) string { return "endpoint/" + endpointID }
 
-// NewEndpointEvent wraps an endpoint event body in its envelope. Bodies
-// about an endpoint as a whole leave m.JobID empty; a parked message's
+// setEndpointBody sets an endpoint event body on ev, for NewEvent. Bodies
+// about an endpoint as a whole leave the job id empty; a parked message's
 // event names its job.
-func NewEndpointEvent(m Meta, body any) *eventv1.Event {
-	if m.EventID == "" {
-		m.EventID = NewID()
-	}
-	ev := &eventv1.Event{
-		TenantId:      m.TenantID,
-		EventId:       m.EventID,
-		SchemaVersion: SchemaVersion,
-		OccurredAt:    timestamppb.New(m.OccurredAt),
-		CausationId:   m.CausationID,
-		Actor:         m.Actor,
-		JobId:         m.JobID,
-	}
+func setEndpointBody(ev *eventv1.Event, body any) bool {
 	switch b := body.(type) {
 	case *eventv1.EndpointDisabled:
 		ev.Type, ev.Body = TypeEndpointDisabled, &eventv1.Event_EndpointDisabled{EndpointDisabled: b}
@@ -48,9 +33,9 @@ func NewEndpointEvent(m Meta, body any) *eventv1.Event {
 	case *eventv1.EndpointMessageParked:
 		ev.Type, ev.Body = TypeEndpointMessageParked, &eventv1.Event_EndpointMessageParked{EndpointMessageParked: b}
 	default:
-		panic(fmt.Sprintf("eventlog: unknown endpoint event body %T", body))
+		return false
 	}
-	return ev
+	return true
 }
 
 // EncodeEndpointEvent turns an event about an endpoint as a whole into a

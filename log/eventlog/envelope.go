@@ -76,7 +76,9 @@ func NewEvent(m Meta, body any) *eventv1.Event {
 	case *eventv1.JobParked:
 		ev.Type, ev.Body = TypeJobParked, &eventv1.Event_JobParked{JobParked: b}
 	default:
-		panic(fmt.Sprintf("eventlog: unknown event body %T", body))
+		if !setEndpointBody(ev, body) {
+			panic(fmt.Sprintf("eventlog: unknown event body %T", body))
+		}
 	}
 	return ev
 }
