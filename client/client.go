@@ -103,11 +103,28 @@ func WithConnectOptions(opts ...connect.ClientOption) Option {
 
 // Client calls a Sluice server.
 type Client struct {
-	jobs    sluicev1connect.JobServiceClient
-	dlq     sluicev1connect.DeadLetterServiceClient
-	queues  sluicev1connect.QueueServiceClient
-	workers sluicev1connect.WorkerServiceClient
+	jobs      sluicev1connect.JobServiceClient
+	dlq       sluicev1connect.DeadLetterServiceClient
+	queues    sluicev1connect.QueueServiceClient
+	workers   sluicev1connect.WorkerServiceClient
+	audit     sluicev1connect.AuditServiceClient
+	replay    sluicev1connect.ReplayServiceClient
+	sources   sluicev1connect.SourceServiceClient
+	endpoints sluicev1connect.EndpointServiceClient
 }
+
+// Audit returns the AuditService client (GetJobTimeline, QueryAttempts),
+// with the Client's protocol and API key.
+func (c *Client) Audit() sluicev1connect.AuditServiceClient { return c.audit }
+
+// Replay returns the ReplayService client.
+func (c *Client) Replay() sluicev1connect.ReplayServiceClient { return c.replay }
+
+// Sources returns the SourceService client (inbound webhook sources).
+func (c *Client) Sources() sluicev1connect.SourceServiceClient { return c.sources }
+
+// Endpoints returns the EndpointService client (outbound endpoints).
+func (c *Client) Endpoints() sluicev1connect.EndpointServiceClient { return c.endpoints }
 
 // New returns a Client for the server at baseURL ("http://127.0.0.1:8080").
 func New(baseURL string, opts ...Option) (*Client, error) {
@@ -141,10 +158,14 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	copts = append(copts, o.extra...)
 	base := strings.TrimRight(baseURL, "/")
 	return &Client{
-		jobs:    sluicev1connect.NewJobServiceClient(o.httpClient, base, copts...),
-		dlq:     sluicev1connect.NewDeadLetterServiceClient(o.httpClient, base, copts...),
-		queues:  sluicev1connect.NewQueueServiceClient(o.httpClient, base, copts...),
-		workers: sluicev1connect.NewWorkerServiceClient(o.httpClient, base, copts...),
+		jobs:      sluicev1connect.NewJobServiceClient(o.httpClient, base, copts...),
+		dlq:       sluicev1connect.NewDeadLetterServiceClient(o.httpClient, base, copts...),
+		queues:    sluicev1connect.NewQueueServiceClient(o.httpClient, base, copts...),
+		workers:   sluicev1connect.NewWorkerServiceClient(o.httpClient, base, copts...),
+		audit:     sluicev1connect.NewAuditServiceClient(o.httpClient, base, copts...),
+		replay:    sluicev1connect.NewReplayServiceClient(o.httpClient, base, copts...),
+		sources:   sluicev1connect.NewSourceServiceClient(o.httpClient, base, copts...),
+		endpoints: sluicev1connect.NewEndpointServiceClient(o.httpClient, base, copts...),
 	}, nil
 }
 

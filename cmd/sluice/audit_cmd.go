@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/sluicehq/sluice/client"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 const auditUsage = "sluice audit JOB_ID [--json] [--server URL] [--api-key KEY]"
@@ -30,11 +28,11 @@ func runAudit(ctx context.Context, args []string) error {
 	if err := wantArgs(pos, 1, 1, auditUsage); err != nil {
 		return err
 	}
-	httpc, base, opts, err := cf.connectParts()
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	resp, err := sluicev1connect.NewAuditServiceClient(httpc, base, opts...).GetJobTimeline(ctx,
+	resp, err := c.Audit().GetJobTimeline(ctx,
 		connect.NewRequest(&sluicev1.GetJobTimelineRequest{JobId: pos[0]}))
 	if err != nil {
 		return fmt.Errorf("audit %s: %s", pos[0], client.ErrorMessage(err))
@@ -71,34 +69,4 @@ func blankZero(n int32) string {
 		return ""
 	}
 	return strconv.Itoa(int(n))
-}
-
-// connectParts returns what a Connect client of any service needs for
-// the flags: the HTTP client, the base URL and the options (protocol,
-// API key).
-func (f clientFlags) connectParts() (connect.HTTPClient, string, []connect.ClientOption, error) {
-	p, err := client.ParseProtocol(*f.protocol)
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("--protocol: %w", err)
-	}
-	if *f.apiKey == "" {
-		return nil, "", nil, fmt.Errorf("--api-key (or SLUICE_API_KEY) is required")
-	}
-	base := strings.TrimRight(*f.server, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return nil, "", nil, fmt.Errorf("--server: %q: want http(s)://host[:port]", *f.server)
-	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	var opts []connect.ClientOption
-	switch p {
-	case client.ProtocolGRPC:
-		t.Protocols = new(http.Protocols)
-		t.Protocols.SetHTTP2(true)
-		t.Protocols.SetUnencryptedHTTP2(true)
-		opts = append(opts, connect.WithGRPC())
-	case client.ProtocolGRPCWeb:
-		opts = append(opts, connect.WithGRPCWeb())
-	}
-	opts = append(opts, connect.WithInterceptors(bearerKey(*f.apiKey)))
-	return &http.Client{Transport: t}, base, opts, nil
 }

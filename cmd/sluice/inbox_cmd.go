@@ -5,16 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 const inboxUsage = `usage: sluice inbox replay --source ID --from TIME [--to TIME] [--replay-id ID]
@@ -68,15 +65,11 @@ func runInbox(ctx context.Context, args []string) error {
 		}
 		req.To = timestamppb.New(to)
 	}
-	if *cf.apiKey == "" {
-		return errors.New("--api-key (or SLUICE_API_KEY) is required")
+	c, err := cf.client()
+	if err != nil {
+		return err
 	}
-	if *cf.protocol != "connect" {
-		return fmt.Errorf("--protocol: inbox replay speaks connect only")
-	}
-	c := sluicev1connect.NewSourceServiceClient(http.DefaultClient, strings.TrimRight(*cf.server, "/"),
-		connect.WithInterceptors(bearerKey(*cf.apiKey)))
-	resp, err := c.ReplayInbox(ctx, connect.NewRequest(req))
+	resp, err := c.Sources().ReplayInbox(ctx, connect.NewRequest(req))
 	if err != nil {
 		return err
 	}
@@ -97,22 +90,4 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
 	}
 	return t, nil
-}
-
-// bearerKey adds an API key to every call.
-type bearerKey string
-
-func (b bearerKey) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b bearerKey) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (b bearerKey) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }

@@ -93,11 +93,11 @@ func runReplay(ctx context.Context, args []string) error {
 	if *pageSize < 1 || *pageSize > 1000 {
 		return fmt.Errorf("--page-size: %d is outside 1..1000", *pageSize)
 	}
-	httpc, base, opts, err := cf.connectParts()
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	svc := sluicev1connect.NewReplayServiceClient(httpc, base, opts...)
+	svc := c.Replay()
 	count, err := countReplay(ctx, svc, req)
 	if err != nil {
 		return err
