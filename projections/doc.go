@@ -34,6 +34,20 @@
 // until the next job.attempted; the job.ready written with the retry
 // finds the job ready and changes nothing.
 //
+// A job without a target waits for a worker: while ready it is listed in
+// its queue's claimable set, by priority class then the time it became
+// ready. Claim (claim.lua) leases jobs from it ahead of their job.claimed
+// events, which fold to the same state (running, lease token and expiry,
+// worker); job.lease_extended moves the expiry; the attempt's
+// job.attempted ends the lease. FinishLease, ExtendLease and RestoreLease
+// act on a lease at once, for the WorkerService, and ExpiredLeases lists
+// leases that ran out. job.parked lists a ready job of a paused queue in
+// its parked set; the job.ready that resumes it takes it off.
+//
+// job.enqueued stores its event id ("eid"): of several with one job id
+// (an idempotency key's derived id), the first in log order created the
+// job.
+//
 // job.purged deletes a dead job: its hash, its attempts and its entries
 // in every index, with its count. What remains is a tombstone hash
 // holding only the purge's (partition, offset) and "tombstone", which
@@ -73,6 +87,10 @@
 //	{prefix}t:{tenant}:q:{queue}:counts         hash: state → number of jobs
 //	{prefix}t:{tenant}:dlq                      zset: dead jobs, by time of death
 //	{prefix}t:{tenant}:q:{queue}:dlq            zset: dead jobs of a queue, by time of death
+//	{prefix}t:{tenant}:q:{queue}:claimable      zset: ready worker jobs, "{class}{time}:{id}"
+//	{prefix}t:{tenant}:q:{queue}:parked         zset: jobs a paused queue holds back
+//	{prefix}t:{tenant}:queues                   set: the tenant's queues that had jobs
+//	{prefix}leases                              zset: leased job hash keys by lease expiry (µs)
 //
 // Sorted-set members all have score 0 and read "{time}:{id}", where time
 // is the job's creation time (in the dead-letter indexes: the time it
