@@ -270,3 +270,37 @@ func TestCancellingALeasedJobEndsTheLease(t *testing.T) {
 		t.Fatalf("state %s, want cancelled", f.state(t, "acme", id))
 	}
 }
+
+func TestClaimStreamKeepsMaxInFlightOutstanding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for range 5 {
+		enqueueWorkerJob(t, f, "stream", 0)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := f.workers("sk_acme")
+	stream, err := w.ClaimStream(ctx, connect.NewRequest(&sluicev1.ClaimStreamRequest{Queue: "stream", WorkerId: "s", MaxInFlight: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var held []*sluicev1.ClaimedJob
+	for len(held) < 2 && stream.Receive() {
+		held = append(held, stream.Msg().Jobs...)
+	}
+	if len(held) != 2 {
+		t.Fatalf("got %d jobs first, want 2 (maxInFlight)", len(held))
+	}
+	// Nothing more arrives while both leases are held.
+	time.Sleep(200 * time.Millisecond)
+	if info, err := f.queueService("sk_acme").GetQueue(ctx, connect.NewRequest(&sluicev1.GetQueueRequest{Name: "stream"})); err != nil || info.Msg.Queue.Stats.Running != 2 {
+		t.Fatalf("running %v, %v; want 2", info.Msg.GetQueue().GetStats().GetRunning(), err)
+	}
+	if _, err := w.Complete(ctx, connect.NewRequest(&sluicev1.CompleteRequest{JobId: held[0].Job.Id, LeaseToken: held[0].LeaseToken})); err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() || len(stream.Msg().Jobs) != 1 {
+		t.Fatalf("after one completion: %v, %v; want one more job", stream.Msg(), stream.Err())
+	}
+}
