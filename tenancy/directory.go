@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -48,19 +47,14 @@ type Config struct {
 // lookups from it.
 type Directory struct {
 	cfg Config
-	cl  *kgo.Client
+	f   *eventlog.Follower
 
 	mu      sync.RWMutex
 	tenants map[string]*eventv1.Tenant
 	keys    map[string]*eventv1.APIKey            // by hash
 	queues  map[string]map[string]*sluicev1.Queue // by tenant, then name
-	applied map[int32]int64                       // next offset folded, per partition
 	// endpoints is folded in endpoints.go.
 	endpoints endpointTable
-	changed   chan struct{} // closed and replaced on every fold
-
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // NewDirectory creates a Directory; Start begins folding.
@@ -78,100 +72,50 @@ func NewDirectory(cfg Config) (*Directory, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ConsumeTopics(cfg.Topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-	}, cfg.ClientOpts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("tenancy: new client: %w", err)
-	}
-	return &Directory{
+	d := &Directory{
 		cfg:     cfg,
-		cl:      cl,
 		tenants: make(map[string]*eventv1.Tenant),
 		keys:    make(map[string]*eventv1.APIKey),
 		queues:  make(map[string]map[string]*sluicev1.Queue),
-		applied: make(map[int32]int64),
-		changed: make(chan struct{}),
-	}, nil
+	}
+	f, err := eventlog.NewFollower(eventlog.FollowerConfig{
+		Brokers: cfg.Brokers, Topic: cfg.Topic, ClientOpts: cfg.ClientOpts, Logger: cfg.Logger,
+		Fold: func(rec *kgo.Record) {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.fold(rec)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: %w", err)
+	}
+	d.f = f
+	return d, nil
 }
 
 // Start folds the topic up to its current end, then keeps folding in the
 // background. It returns once the directory is current.
 func (d *Directory) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel = cancel
-	d.done = make(chan struct{})
-	go d.run(runCtx)
-	return d.Sync(ctx)
+	if err := d.f.Start(ctx); err != nil {
+		return fmt.Errorf("tenancy: %w", err)
+	}
+	return nil
 }
 
 // Stop ends folding and closes the client.
-func (d *Directory) Stop(context.Context) error {
-	if d.cancel != nil {
-		d.cancel()
-		<-d.done
-	}
-	d.cl.Close()
-	return nil
-}
+func (d *Directory) Stop(ctx context.Context) error { return d.f.Stop(ctx) }
 
 // Sync waits until everything committed to the topic before the call is
 // folded.
 func (d *Directory) Sync(ctx context.Context) error {
-	ends, err := kadm.NewClient(d.cl).ListEndOffsets(ctx, d.cfg.Topic)
-	if err != nil {
-		return fmt.Errorf("tenancy: list end offsets of %s: %w", d.cfg.Topic, err)
+	if err := d.f.Sync(ctx); err != nil {
+		return fmt.Errorf("tenancy: %w", err)
 	}
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("tenancy: list end offsets of %s: %w", d.cfg.Topic, err)
-	}
-	for {
-		d.mu.RLock()
-		behind := false
-		ends.Each(func(o kadm.ListedOffset) {
-			if d.applied[o.Partition] < o.Offset {
-				behind = true
-			}
-		})
-		changed := d.changed
-		d.mu.RUnlock()
-		if !behind {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("tenancy: sync %s: %w", d.cfg.Topic, ctx.Err())
-		}
-	}
-}
-
-func (d *Directory) run(ctx context.Context) {
-	defer close(d.done)
-	for {
-		fs := d.cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return
-		}
-		fs.EachError(func(topic string, p int32, err error) {
-			d.cfg.Logger.Warn("fetch config", "topic", topic, "partition", p, "error", err)
-		})
-		d.mu.Lock()
-		fs.EachRecord(d.fold)
-		close(d.changed)
-		d.changed = make(chan struct{})
-		d.mu.Unlock()
-	}
+	return nil
 }
 
 // fold applies one config record; d.mu is held.
 func (d *Directory) fold(rec *kgo.Record) {
-	d.applied[rec.Partition] = rec.Offset + 1
 	key := string(rec.Key)
 	if len(rec.Value) == 0 { // tombstone
 		switch {
@@ -286,9 +230,8 @@ func (d *Directory) append(ctx context.Context, key string, cr *eventv1.ConfigRe
 	if err != nil {
 		return fmt.Errorf("encode config record %s: %w", key, err)
 	}
-	rec := &kgo.Record{Topic: d.cfg.Topic, Key: []byte(key), Value: value}
-	if err := d.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("append %s to %s: %w", key, d.cfg.Topic, err)
+	if err := d.f.Append(ctx, key, value); err != nil {
+		return fmt.Errorf("tenancy: %w", err)
 	}
 	return nil
 }

@@ -99,9 +99,10 @@ func (d *Directory) Endpoints(tenantID string) []*eventv1.EndpointConfig {
 // enabled a disabled endpoint (or deleted one), and a channel closed at
 // the next change of the folded config.
 func (d *Directory) EndpointEnableOffset() (int64, <-chan struct{}) {
+	changed := d.f.Changed() // before the read, so no change is missed
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return d.endpoints.enableOffset, d.changed
+	return d.endpoints.enableOffset, changed
 }
 
 // EndpointRecord is the config record that stores cfg, for callers that
@@ -137,8 +138,8 @@ func (d *Directory) DeleteEndpoint(ctx context.Context, tenantID, endpointID str
 }
 
 func (d *Directory) produceSynced(ctx context.Context, rec *kgo.Record) error {
-	if err := d.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("append %s to %s: %w", rec.Key, d.cfg.Topic, err)
+	if err := d.f.Append(ctx, string(rec.Key), rec.Value); err != nil {
+		return fmt.Errorf("tenancy: %w", err)
 	}
-	return d.Sync(ctx)
+	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -68,15 +67,10 @@ type Config struct {
 // Catalog folds sources from the config topic and answers lookups.
 type Catalog struct {
 	cfg Config
-	cl  *kgo.Client
+	f   *eventlog.Follower
 
-	mu      sync.RWMutex
-	byID    map[string]*Entry
-	applied map[int32]int64 // next offset folded, per partition
-	changed chan struct{}   // closed and replaced on every fold
-
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu   sync.RWMutex
+	byID map[string]*Entry
 }
 
 // New creates a Catalog; Start begins folding.
@@ -94,99 +88,46 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ConsumeTopics(cfg.Topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-	}, cfg.ClientOpts...)...)
+	c := &Catalog{cfg: cfg, byID: make(map[string]*Entry)}
+	f, err := eventlog.NewFollower(eventlog.FollowerConfig{
+		Brokers: cfg.Brokers, Topic: cfg.Topic, ClientOpts: cfg.ClientOpts, Logger: cfg.Logger,
+		Fold: func(rec *kgo.Record) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.fold(rec)
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("sources: new client: %w", err)
+		return nil, fmt.Errorf("sources: %w", err)
 	}
-	return &Catalog{
-		cfg:     cfg,
-		cl:      cl,
-		byID:    make(map[string]*Entry),
-		applied: make(map[int32]int64),
-		changed: make(chan struct{}),
-	}, nil
+	c.f = f
+	return c, nil
 }
 
 // Start folds the topic up to its current end, then keeps folding in the
 // background. It returns once the catalog is current.
 func (c *Catalog) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.done = make(chan struct{})
-	go c.run(runCtx)
-	return c.Sync(ctx)
+	if err := c.f.Start(ctx); err != nil {
+		return fmt.Errorf("sources: %w", err)
+	}
+	return nil
 }
 
 // Stop ends folding and closes the client.
-func (c *Catalog) Stop(context.Context) error {
-	if c.cancel != nil {
-		c.cancel()
-		<-c.done
-	}
-	c.cl.Close()
-	return nil
-}
+func (c *Catalog) Stop(ctx context.Context) error { return c.f.Stop(ctx) }
 
 // Sync waits until everything committed to the topic before the call is
 // folded.
 func (c *Catalog) Sync(ctx context.Context) error {
-	ends, err := kadm.NewClient(c.cl).ListEndOffsets(ctx, c.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
+	if err := c.f.Sync(ctx); err != nil {
+		return fmt.Errorf("sources: %w", err)
 	}
-	if err != nil {
-		return fmt.Errorf("sources: list end offsets of %s: %w", c.cfg.Topic, err)
-	}
-	for {
-		c.mu.RLock()
-		behind := false
-		ends.Each(func(o kadm.ListedOffset) {
-			if c.applied[o.Partition] < o.Offset {
-				behind = true
-			}
-		})
-		changed := c.changed
-		c.mu.RUnlock()
-		if !behind {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("sources: sync %s: %w", c.cfg.Topic, ctx.Err())
-		}
-	}
-}
-
-func (c *Catalog) run(ctx context.Context) {
-	defer close(c.done)
-	for {
-		fs := c.cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return
-		}
-		fs.EachError(func(topic string, p int32, err error) {
-			c.cfg.Logger.Warn("fetch config", "topic", topic, "partition", p, "error", err)
-		})
-		c.mu.Lock()
-		fs.EachRecord(c.fold)
-		close(c.changed)
-		c.changed = make(chan struct{})
-		c.mu.Unlock()
-	}
+	return nil
 }
 
 // fold applies one config record; c.mu is held. Records of other kinds
 // are skipped.
 func (c *Catalog) fold(rec *kgo.Record) {
-	c.applied[rec.Partition] = rec.Offset + 1
 	key := string(rec.Key)
 	rest, ok := strings.CutPrefix(key, KeyPrefix)
 	if !ok {
@@ -274,9 +215,8 @@ func (c *Catalog) Delete(ctx context.Context, tenantID, id string) error {
 }
 
 func (c *Catalog) append(ctx context.Context, key string, value []byte) error {
-	rec := &kgo.Record{Topic: c.cfg.Topic, Key: []byte(key), Value: value}
-	if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("append %s to %s: %w", key, c.cfg.Topic, err)
+	if err := c.f.Append(ctx, key, value); err != nil {
+		return fmt.Errorf("sources: %w", err)
 	}
-	return c.Sync(ctx)
+	return nil
 }
