@@ -102,8 +102,15 @@ func (s *Store) CatchUp(ctx context.Context, cfg CatchUpConfig) (CatchUpResult, 
 	offsets := make(map[int32]kgo.Offset)
 	for p, end := range ends {
 		pos[p] = starts[p]
-		if off, ok := ckpts[p]; ok {
+		off, ok := ckpts[p]
+		if ok {
 			pos[p] = max(off, starts[p])
+		}
+		if starts[p] > 0 && (!ok || off < starts[p]) {
+			// Retention removed records the read model never folded: the
+			// jobs they created cannot come back.
+			s.cfg.Logger.ErrorContext(ctx, "the log no longer holds the start of this partition; jobs created there are missing from the read model",
+				"topic", cfg.Topic, "partition", p, "log_start", starts[p], "checkpoint", off)
 		}
 		if pos[p] < end {
 			offsets[p] = kgo.NewOffset().At(pos[p])

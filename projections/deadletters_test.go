@@ -267,10 +267,10 @@ func TestJobSnapshots(t *testing.T) {
 			"d2": {State: sluicev1.JobState_JOB_STATE_DEAD},
 		}
 		for id, r := range runs {
-			if r.EnqueueEventID == "" {
-				t.Errorf("JobRuns[%s] has no enqueue event id", id)
+			if r.EnqueueEventID == "" || r.CreatedAt == 0 {
+				t.Errorf("JobRuns[%s] has no enqueue event id or creation time: %+v", id, r)
 			}
-			r.EnqueueEventID = ""
+			r.EnqueueEventID, r.CreatedAt = "", 0
 			runs[id] = r
 		}
 		if err != nil || len(runs) != 2 || runs["d1"] != want["d1"] || runs["d2"] != want["d2"] {

@@ -45,6 +45,12 @@ func (s *Store) Rebuild(ctx context.Context) (deleted int64, err error) {
 			return deleted, err
 		}
 	}
+	// Leases fold back from job.claimed and job.lease_extended.
+	n, err := s.rdb.Unlink(ctx, s.keys.leases()).Result()
+	deleted += n
+	if err != nil {
+		return deleted, fmt.Errorf("delete leases: %w", err)
+	}
 	if err := unmarkScript.Run(ctx, s.rdb, []string{epoch}, marker).Err(); err != nil {
 		return deleted, fmt.Errorf("end rebuilding mark: %w", err)
 	}

@@ -91,6 +91,10 @@ type Config struct {
 	// AppendTimeout bounds the wait for the log's acknowledgement; past
 	// it the request is answered 503 (the sender retries). Default 10s.
 	AppendTimeout time.Duration
+	// BodyTimeout bounds the time to read a body, so a sender that
+	// trickles or stalls does not hold a connection and its buffer.
+	// Default 60s.
+	BodyTimeout time.Duration
 	// Observer hears about requests. Default: none.
 	Observer Observer
 	// Now is the clock. Default time.Now.
@@ -128,6 +132,9 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.AppendTimeout == 0 {
 		cfg.AppendTimeout = 10 * time.Second
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = time.Minute
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -162,6 +169,9 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (outcome, kind
 		return OutcomeMisconfigured, "", 0
 	}
 	kind = e.Verifier.Kind()
+	// Not every ResponseWriter supports deadlines (tests' recorders); the
+	// server's does.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(rc.cfg.BodyTimeout))
 	body, status, err := rc.readBody(r)
 	if err != nil {
 		answer(w, status, err.Error())
@@ -212,7 +222,9 @@ func (rc *Receiver) readBody(r *http.Request) ([]byte, int, error) {
 	}
 	var body []byte
 	if r.ContentLength > 0 {
-		body = make([]byte, 0, r.ContentLength)
+		// A declared length is a hint, not a promise: a client that
+		// declares 25 MiB and sends nothing must not hold 25 MiB.
+		body = make([]byte, 0, min(r.ContentLength, 1<<20))
 	}
 	buf := &sliceWriter{b: body}
 	n, err := io.Copy(buf, io.LimitReader(r.Body, limit+1))

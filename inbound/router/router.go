@@ -17,6 +17,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -159,6 +160,14 @@ func (r *Router) Route(ctx context.Context, req *eventv1.InboundRequest, scope S
 		if err != nil {
 			return err
 		}
+		if size := len(rec.Key) + len(rec.Value); size > maxJobRecordBytes {
+			// The log would refuse it, and the runner would offer it again
+			// with every later outcome: routing would stop. The request
+			// stays in the inbox, where a replay can pick it up.
+			r.cfg.Logger.ErrorContext(ctx, "routed job too large for the log; skipped, the request stays in the inbox",
+				"source_id", src.Id, "request_id", req.RequestId, "route", key, "bytes", size, "limit", maxJobRecordBytes)
+			return nil
+		}
 		recs = append(recs, rec)
 		return nil
 	}
@@ -192,6 +201,10 @@ func kindOf(e *sources.Entry) string {
 	return e.Verifier.Kind()
 }
 
+// maxJobRecordBytes is the largest job.enqueued record the router
+// writes: the log's record limit less room for batch framing.
+const maxJobRecordBytes = eventlog.MaxRecordBytes - 64<<10
+
 // queueSpec is the job a queue route enqueues: the JSON body (or the body
 // as a JSON string) with the request's headers.
 func queueSpec(queue string, req *eventv1.InboundRequest) *eventv1.JobSpec {
@@ -204,9 +217,9 @@ func queueSpec(queue string, req *eventv1.InboundRequest) *eventv1.JobSpec {
 	case json.Valid(req.Body):
 		payload = req.Body
 	case utf8.Valid(req.Body):
-		payload, _ = json.Marshal(string(req.Body))
+		payload = jsonString(string(req.Body))
 	default:
-		payload, _ = json.Marshal(base64.StdEncoding.EncodeToString(req.Body))
+		payload = jsonString(base64.StdEncoding.EncodeToString(req.Body))
 		headers[HeaderBodyEncoding] = "base64"
 	}
 	return &eventv1.JobSpec{
@@ -215,6 +228,16 @@ func queueSpec(queue string, req *eventv1.InboundRequest) *eventv1.JobSpec {
 		Headers:   headers,
 		CreatedAt: req.ReceivedAt,
 	}
+}
+
+// jsonString encodes s as a JSON string without HTML escaping, which
+// would turn each of < > & into six bytes.
+func jsonString(s string) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // endpointSpec is the job that forwards the body byte-exact to an

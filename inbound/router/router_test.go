@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,5 +226,28 @@ func TestMatches(t *testing.T) {
 		if got := Matches(c.types, c.event); got != c.want {
 			t.Errorf("Matches(%v, %q): got %v, want %v", c.types, c.event, got, c.want)
 		}
+	}
+}
+
+func TestLargeBodiesNeverStallRouting(t *testing.T) {
+	t.Parallel()
+	src := &sluicev1.Source{
+		Id:           "src_big",
+		Verification: &sluicev1.Verification{Kind: &sluicev1.Verification_None{None: &sluicev1.NoVerification{}}},
+		Routes:       []*sluicev1.Route{{Queue: "raw", EndpointIds: []string{"ep_1"}}},
+	}
+	r := newRouter(t, src)
+	// 6 MiB of "<": HTML escaping would make it 36 MiB, past the log's
+	// record limit; unescaped it is a 6 MiB JSON string.
+	html := route(t, r, request("src_big", "", "", strings.Repeat("<", 6<<20)), Scope{})
+	if len(html) != 2 || len(html[0].spec.Payload) != 6<<20+2 {
+		t.Fatalf("got %d jobs, queue payload %d bytes; want 2 jobs and the body as a %d-byte JSON string", len(html), len(html[0].spec.Payload), 6<<20+2)
+	}
+	// Control characters escape to six bytes each: the queue job would
+	// not fit the log, so it is skipped; the byte-exact endpoint job still
+	// goes, and nothing fails.
+	ctl := route(t, r, request("src_big", "", "", strings.Repeat("\x01", 6<<20)), Scope{})
+	if len(ctl) != 1 || ctl[0].spec.GetTarget().GetEndpointId() != "ep_1" {
+		t.Fatalf("got %d jobs; want only the endpoint job", len(ctl))
 	}
 }

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"maps"
 	"errors"
 	"fmt"
 	"strconv"
@@ -107,14 +108,21 @@ func (t Topics) Specs() []TopicSpec {
 		// and in the jobs routed from them.
 		"max.message.bytes": str(strconv.Itoa(MaxRecordBytes)),
 	}
+	// The events topic is the record of every job: the read model and
+	// the audit trail are rebuilt from it, so it is kept for good (size it
+	// with the disk, or archive it with tiered storage).
+	forever := maps.Clone(keyed)
+	forever["retention.ms"] = str("-1")
 	specs := []TopicSpec{
-		{Name: t.Events(), Partitions: t.Partitions, Configs: keyed},
+		{Name: t.Events(), Partitions: t.Partitions, Configs: forever},
 		{Name: t.DLQ(), Partitions: t.Partitions, Configs: keyed},
 		{Name: t.Inbox(), Partitions: t.Partitions, Configs: keyed},
 		// Compacted: a parked delivery waits as long as its endpoint stays
 		// disabled, and its release writes a tombstone.
 		{Name: t.Parked(), Partitions: t.Partitions, Configs: map[string]*string{
 			"cleanup.policy": str("compact"),
+			// A parked delivery holds the whole job.ready, payload included.
+			"max.message.bytes": str(strconv.Itoa(MaxRecordBytes)),
 		}},
 		{Name: t.Config(), Partitions: 1, Configs: map[string]*string{
 			"cleanup.policy": str("compact"),
