@@ -97,13 +97,19 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 		kgo.SeedBrokers(p.cfg.Brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(start)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Commit and abort markers count as read, so the reader always
+		// reaches the end it was given.
+		kgo.KeepControlRecords(),
 	}, p.cfg.ClientOpts...)...)
 	if err != nil {
 		return res, fmt.Errorf("new inbox reader: %w", err)
 	}
 	defer cl.Close()
 
-	var batch []*kgo.Record
+	var (
+		batch      []*kgo.Record
+		batchBytes int
+	)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -112,7 +118,7 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 			return fmt.Errorf("append replayed jobs: %w", err)
 		}
 		res.Jobs += int64(len(batch))
-		batch = batch[:0]
+		batch, batchBytes = batch[:0], 0
 		return nil
 	}
 	scope := Scope{ReplayID: replayID}
@@ -128,7 +134,10 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 			return res, fmt.Errorf("read %s: %w", topic, err)
 		}
 		if fs.Empty() {
-			break // nothing more arrives below end (e.g. aborted records)
+			// Records below end exist but did not come: report it, so the
+			// caller repeats the replay (same replay id: nothing twice).
+			return res, fmt.Errorf("replay %s: read stalled at offset %d of %d for %s; repeat with the same replay id",
+				topic, next, end, p.cfg.IdleTimeout)
 		}
 		done := false
 		fs.EachRecord(func(rec *kgo.Record) {
@@ -137,6 +146,9 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 				return
 			}
 			next = rec.Offset + 1
+			if rec.Attrs.IsControl() {
+				return
+			}
 			if rec.Timestamp.After(to.Add(p.cfg.ClockSkew)) {
 				done = true
 				return
@@ -159,10 +171,11 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 				if !seen[string(rec.Key)] {
 					seen[string(rec.Key)] = true
 					batch = append(batch, rec)
+					batchBytes += len(rec.Key) + len(rec.Value)
 				}
 			}
 		})
-		if len(batch) >= p.cfg.BatchJobs || done {
+		if len(batch) >= p.cfg.BatchJobs || batchBytes >= maxReplayTxnBytes || done {
 			if err := flush(); err != nil {
 				return res, err
 			}
@@ -173,6 +186,10 @@ func (p *Replayer) Replay(ctx context.Context, tenantID, sourceID string, from, 
 	}
 	return res, flush()
 }
+
+// maxReplayTxnBytes closes a replay's transaction early, so large bodies
+// never make one huge transaction.
+const maxReplayTxnBytes = 16 << 20
 
 // bounds finds the partition holding a source's requests and the offsets
 // to read: the first at or after from, and the end.
