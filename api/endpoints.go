@@ -26,20 +26,34 @@ import (
 )
 
 // EndpointStore keeps endpoints in the config topic; tenancy.Directory
-// implements it.
+// implements it. An endpoint's settings are written by the API only; the
+// health delivery records (failure run, automatic disable) is kept apart
+// and folded in.
 type EndpointStore interface {
-	// Endpoint returns a tenant's endpoint or an error wrapping
-	// tenancy.ErrUnknownEndpoint.
+	// Endpoint returns a tenant's endpoint in effect (settings with
+	// health applied) or an error wrapping tenancy.ErrUnknownEndpoint.
 	Endpoint(tenantID, endpointID string) (*eventv1.EndpointConfig, error)
+	// EndpointSettings returns the endpoint's settings as last written,
+	// what an update starts from.
+	EndpointSettings(tenantID, endpointID string) (*eventv1.EndpointConfig, error)
 	Endpoints(tenantID string) []*eventv1.EndpointConfig
+	// EndpointRecord is the config record that stores cfg as settings,
+	// for a transaction of the caller's.
+	EndpointRecord(cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) (*kgo.Record, error)
 	// PutEndpoint stores cfg and returns once this node sees it.
 	PutEndpoint(ctx context.Context, cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) error
 	DeleteEndpoint(ctx context.Context, tenantID, endpointID string) error
+	// Sync waits until this node sees everything committed before.
+	Sync(ctx context.Context) error
 }
 
 // DefaultSecretOverlap is how long RotateSecret keeps the previous secret
 // signing when the request names no overlap.
 const DefaultSecretOverlap = 24 * time.Hour
+
+// MaxPreviousSecrets is how many earlier secrets an endpoint keeps signing
+// with during their overlaps: rotating again drops the oldest.
+const MaxPreviousSecrets = 3
 
 // EndpointService implements sluice.v1.EndpointService.
 type EndpointService struct {
@@ -74,7 +88,9 @@ func (s *EndpointService) CreateEndpoint(ctx context.Context, req *connect.Reque
 	if cerr := validateEndpoint(ep); cerr != nil {
 		return nil, cerr
 	}
-	cfg := &eventv1.EndpointConfig{TenantId: p.TenantID, Endpoint: ep, Secrets: []*eventv1.EndpointSecret{{Secret: secret}}}
+	cfg := &eventv1.EndpointConfig{
+		TenantId: p.TenantID, Endpoint: ep, Secrets: []*eventv1.EndpointSecret{{Secret: secret}}, EnableId: tenancy.NewEnableID(),
+	}
 	if err := s.store.PutEndpoint(ctx, cfg, apiActor(p), now); err != nil {
 		return nil, s.unavailable(ctx, "store endpoint", err)
 	}
@@ -101,14 +117,20 @@ func (s *EndpointService) ListEndpoints(ctx context.Context, _ *connect.Request[
 }
 
 // UpdateEndpoint changes the fields the request sets. Enabling a disabled
-// endpoint appends endpoint.enabled; disabling appends endpoint.disabled.
+// endpoint (by the API or automatically) appends endpoint.enabled and
+// starts it afresh; disabling appends endpoint.disabled. The event and the
+// new settings are one transaction.
 func (s *EndpointService) UpdateEndpoint(ctx context.Context, req *connect.Request[sluicev1.UpdateEndpointRequest]) (*connect.Response[sluicev1.UpdateEndpointResponse], error) {
 	p, m, now := principalFrom(ctx), req.Msg, s.now()
-	old, err := s.endpoint(ctx, m.Id)
+	current, err := s.endpoint(ctx, m.Id)
 	if err != nil {
 		return nil, err
 	}
-	cfg := proto.CloneOf(old)
+	settings, err := s.settings(ctx, m.Id)
+	if err != nil {
+		return nil, err
+	}
+	cfg := proto.CloneOf(settings)
 	ep := cfg.Endpoint
 	if m.Url != nil {
 		ep.Url = *m.Url
@@ -130,7 +152,7 @@ func (s *EndpointService) UpdateEndpoint(ctx context.Context, req *connect.Reque
 	}
 	var change any
 	switch {
-	case m.Disabled == nil || *m.Disabled == ep.Disabled:
+	case m.Disabled == nil || *m.Disabled == current.GetEndpoint().GetDisabled():
 	case *m.Disabled:
 		reason := m.DisabledReason
 		if reason == "" {
@@ -140,13 +162,20 @@ func (s *EndpointService) UpdateEndpoint(ctx context.Context, req *connect.Reque
 		change = &eventv1.EndpointDisabled{EndpointId: ep.Id, Reason: reason}
 	default:
 		ep.Disabled, ep.DisabledReason, ep.DisabledAt = false, "", nil
-		cfg.FailingSince = nil // a fresh start: the failure run that disabled it is over
+		// A fresh start: the failure run and any automatic disable
+		// recorded under the previous enable no longer apply.
+		cfg.FailingSince, cfg.EnableId = nil, tenancy.NewEnableID()
 		change = &eventv1.EndpointEnabled{EndpointId: ep.Id}
 	}
 	ep.UpdatedAt = timestamppb.New(now)
 	if cerr := validateEndpoint(ep); cerr != nil {
 		return nil, cerr
 	}
+	cr, err := s.store.EndpointRecord(cfg, apiActor(p), now)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	recs := []*kgo.Record{cr}
 	if change != nil {
 		rec, err := eventlog.EncodeEndpointEvent(s.topics.Events(), ep.Id, eventlog.NewEvent(eventlog.Meta{
 			TenantID: p.TenantID, OccurredAt: now, Actor: apiActor(p),
@@ -154,14 +183,24 @@ func (s *EndpointService) UpdateEndpoint(ctx context.Context, req *connect.Reque
 		if err != nil {
 			return nil, connect.NewError(connect.CodeInternal, err)
 		}
-		if err := s.log.Append(ctx, rec); err != nil {
-			return nil, s.unavailable(ctx, "append endpoint event", err)
-		}
+		recs = append(recs, rec)
 	}
-	if err := s.store.PutEndpoint(ctx, cfg, apiActor(p), now); err != nil {
+	if err := s.log.AppendAtomic(ctx, recs); err != nil {
 		return nil, s.unavailable(ctx, "store endpoint", err)
 	}
-	return connect.NewResponse(&sluicev1.UpdateEndpointResponse{Endpoint: publicEndpoint(cfg, now)}), nil
+	if err := s.store.Sync(ctx); err != nil {
+		return nil, s.unavailable(ctx, "read back endpoint", err)
+	}
+	return connect.NewResponse(&sluicev1.UpdateEndpointResponse{Endpoint: s.folded(p.TenantID, cfg, now)}), nil
+}
+
+// folded is the endpoint as the API shows it once cfg, its new settings,
+// is stored: with the health delivery recorded applied.
+func (s *EndpointService) folded(tenantID string, cfg *eventv1.EndpointConfig, now time.Time) *sluicev1.Endpoint {
+	if cur, err := s.store.Endpoint(tenantID, cfg.GetEndpoint().GetId()); err == nil {
+		return publicEndpoint(cur, now)
+	}
+	return publicEndpoint(cfg, now) // deleted meanwhile
 }
 
 // DeleteEndpoint removes an endpoint; its waiting messages die when their
@@ -177,10 +216,11 @@ func (s *EndpointService) DeleteEndpoint(ctx context.Context, req *connect.Reque
 }
 
 // RotateSecret makes a new secret current; the previous current secret
-// keeps signing for the overlap.
+// keeps signing for the overlap. At most MaxPreviousSecrets earlier
+// secrets keep signing: the oldest beyond them is dropped at once.
 func (s *EndpointService) RotateSecret(ctx context.Context, req *connect.Request[sluicev1.RotateSecretRequest]) (*connect.Response[sluicev1.RotateSecretResponse], error) {
 	p, m, now := principalFrom(ctx), req.Msg, s.now()
-	old, err := s.endpoint(ctx, m.Id)
+	old, err := s.settings(ctx, m.Id)
 	if err != nil {
 		return nil, err
 	}
@@ -211,13 +251,13 @@ func (s *EndpointService) RotateSecret(ctx context.Context, req *connect.Request
 		}
 		secrets = append(secrets, sec)
 	}
-	cfg.Secrets = secrets
+	cfg.Secrets = secrets[:min(len(secrets), 1+MaxPreviousSecrets)] // newest first
 	cfg.Endpoint.Secret = secret
 	cfg.Endpoint.UpdatedAt = timestamppb.New(now)
 	if err := s.store.PutEndpoint(ctx, cfg, apiActor(p), now); err != nil {
 		return nil, s.unavailable(ctx, "store endpoint", err)
 	}
-	return connect.NewResponse(&sluicev1.RotateSecretResponse{Endpoint: publicEndpoint(cfg, now)}), nil
+	return connect.NewResponse(&sluicev1.RotateSecretResponse{Endpoint: s.folded(p.TenantID, cfg, now)}), nil
 }
 
 // SendMessage enqueues one delivery job per enabled endpoint subscribed to
@@ -316,11 +356,21 @@ func subscribed(types []string, eventType string) bool {
 	return len(types) == 0 || slices.Contains(types, eventType)
 }
 
+// endpoint returns the caller's endpoint in effect.
 func (s *EndpointService) endpoint(ctx context.Context, id string) (*eventv1.EndpointConfig, error) {
+	return s.lookup(ctx, id, s.store.Endpoint)
+}
+
+// settings returns the caller's endpoint's settings, without its health.
+func (s *EndpointService) settings(ctx context.Context, id string) (*eventv1.EndpointConfig, error) {
+	return s.lookup(ctx, id, s.store.EndpointSettings)
+}
+
+func (s *EndpointService) lookup(ctx context.Context, id string, get func(tenantID, endpointID string) (*eventv1.EndpointConfig, error)) (*eventv1.EndpointConfig, error) {
 	if id == "" {
 		return nil, fieldError(connect.CodeInvalidArgument, "id", "required")
 	}
-	cfg, err := s.store.Endpoint(principalFrom(ctx).TenantID, id)
+	cfg, err := get(principalFrom(ctx).TenantID, id)
 	if errors.Is(err, tenancy.ErrUnknownEndpoint) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("endpoint %s not found", id))
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/log/eventlog"
@@ -16,11 +15,14 @@ import (
 // EndpointSource resolves endpoint targets from the folded config; cmd
 // wires the tenant directory.
 type EndpointSource interface {
-	// Endpoint returns a tenant's endpoint, or false when it has none by
-	// that id. The result is shared: delivery does not modify it.
+	// Endpoint returns a tenant's endpoint in effect (its settings with
+	// its health applied), or false when it has none by that id. The
+	// result is shared: delivery does not modify it.
 	Endpoint(tenantID, endpointID string) (*eventv1.EndpointConfig, bool)
-	// EndpointRecord is the config record that stores cfg.
-	EndpointRecord(cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) (*kgo.Record, error)
+	// EndpointHealthRecord is the config record that stores h. Delivery
+	// writes only health records, never an endpoint's settings, so it
+	// cannot undo what the API changed meanwhile.
+	EndpointHealthRecord(h *eventv1.EndpointHealth, actor *eventv1.Actor, now time.Time) (*kgo.Record, error)
 	// EndpointEnableOffset is the config offset of the latest enable (or
 	// delete) of an endpoint, and a channel closed at the next change.
 	EndpointEnableOffset() (int64, <-chan struct{})
@@ -32,7 +34,7 @@ type endpointRun struct {
 	// parkNext parks the next attempt instead of timing it: the attempt
 	// disabled the endpoint.
 	parkNext bool
-	// extra records go with the outcome: the endpoint's new config and
+	// extra records go with the outcome: the endpoint's new health and
 	// its endpoint.disabled event.
 	extra []*kgo.Record
 }
@@ -56,7 +58,7 @@ func (d *Deliverer) handleEndpoint(ctx context.Context, rec *kgo.Record, ev *eve
 	if ep.GetDisabled() {
 		return d.park(rec, ev, r, id)
 	}
-	t, wait := d.protect.admit(ev.TenantId+"/"+id, ep, now)
+	t, wait := d.protect.admit(ev.TenantId+"/"+id, cfg, now)
 	if t == nil {
 		d.cfg.Observer.Deferred(r.spec.Queue)
 		return d.deferRunUntil(rec, ev, r, now.Add(wait))
@@ -88,15 +90,17 @@ func (d *Deliverer) handleEndpoint(ctx context.Context, rec *kgo.Record, ev *eve
 		d.protect.cancel(t)
 		return nil, ctx.Err() // stopping: the attempt is repeated by the next owner
 	}
-	var recorded *time.Time
-	if fs := cfg.GetFailingSince(); fs != nil {
-		at := fs.AsTime()
-		recorded = &at
-	}
-	v := d.protect.finish(t, recorded, res, d.cfg.Now())
-	er, err := d.protectionRecords(rec, ev, cfg, v)
+	// The verdict is judged against the endpoint as it is now, not as it
+	// was before the request: it may have been enabled, disabled or
+	// deleted meanwhile.
+	cur, _ := d.cfg.Endpoints.Endpoint(ev.TenantId, id)
+	v := d.protect.finish(t, cur, res, d.cfg.Now())
+	er, err := d.protectionRecords(rec, ev, id, cur, v)
 	if err != nil {
 		return nil, err
+	}
+	if cur.GetEndpoint().GetDisabled() {
+		er.parkNext = true // disabled meanwhile: its message waits, it does not die
 	}
 	r.endpoint = er
 	d.cfg.Logger.DebugContext(ctx, "delivered", "job_id", ev.JobId, "endpoint_id", id, "attempt", r.attempt,
@@ -126,25 +130,25 @@ func endpointSigners(cfg *eventv1.EndpointConfig, now time.Time) ([]*Signer, err
 }
 
 // protectionRecords turns a verdict into the records that go with the
-// attempt's outcome: the endpoint's new config, and for a disable its
-// endpoint.disabled event.
-func (d *Deliverer) protectionRecords(rec *kgo.Record, ev *eventv1.Event, cfg *eventv1.EndpointConfig, v verdict) (*endpointRun, error) {
-	id := cfg.GetEndpoint().GetId()
+// attempt's outcome: the endpoint's new health (cur's, changed by the
+// verdict), and for a disable its endpoint.disabled event.
+func (d *Deliverer) protectionRecords(rec *kgo.Record, ev *eventv1.Event, id string, cur *eventv1.EndpointConfig, v verdict) (*endpointRun, error) {
 	er := &endpointRun{id: id, parkNext: v.disable != ""}
-	if v.disable == "" && v.failingSince.IsZero() && !v.clearFailing {
+	if cur == nil || (v.disable == "" && v.failingSince.IsZero() && !v.clearFailing) {
 		return er, nil
 	}
 	now := d.cfg.Now()
-	next := proto.CloneOf(cfg)
+	h := &eventv1.EndpointHealth{
+		TenantId: ev.TenantId, EndpointId: id, EnableId: cur.GetEnableId(), FailingSince: cur.GetFailingSince(),
+	}
 	switch {
 	case !v.failingSince.IsZero():
-		next.FailingSince = timestamppb.New(v.failingSince)
+		h.FailingSince = timestamppb.New(v.failingSince)
 	case v.clearFailing:
-		next.FailingSince = nil
+		h.FailingSince = nil
 	}
 	if v.disable != "" {
-		next.Endpoint.Disabled, next.Endpoint.DisabledReason = true, v.disable
-		next.Endpoint.DisabledAt, next.Endpoint.UpdatedAt = timestamppb.New(now), timestamppb.New(now)
+		h.Disabled, h.DisabledReason, h.DisabledAt = true, v.disable, timestamppb.New(now)
 		disabled := eventlog.NewEvent(eventlog.Meta{
 			TenantID: ev.TenantId, EventID: eventlog.DeriveID(rec, 10), CausationID: ev.EventId,
 			OccurredAt: now, Actor: deliveryActor,
@@ -156,10 +160,10 @@ func (d *Deliverer) protectionRecords(rec *kgo.Record, ev *eventv1.Event, cfg *e
 		er.extra = append(er.extra, out)
 		d.cfg.Logger.Warn("endpoint disabled", "tenant_id", ev.TenantId, "endpoint_id", id, "reason", v.disable)
 	}
-	cr, err := d.cfg.Endpoints.EndpointRecord(next, deliveryActor, now)
+	hr, err := d.cfg.Endpoints.EndpointHealthRecord(h, deliveryActor, now)
 	if err != nil {
 		return nil, err
 	}
-	er.extra = append(er.extra, cr)
+	er.extra = append(er.extra, hr)
 	return er, nil
 }

@@ -44,9 +44,9 @@ func (e *endpoints) Endpoint(_, id string) (*eventv1.EndpointConfig, bool) {
 	return c, ok
 }
 
-func (e *endpoints) EndpointRecord(cfg *eventv1.EndpointConfig, _ *eventv1.Actor, _ time.Time) (*kgo.Record, error) {
-	v, err := proto.Marshal(cfg)
-	return &kgo.Record{Topic: "config", Key: []byte(cfg.Endpoint.Id), Value: v}, err
+func (e *endpoints) EndpointHealthRecord(h *eventv1.EndpointHealth, _ *eventv1.Actor, _ time.Time) (*kgo.Record, error) {
+	v, err := proto.Marshal(h)
+	return &kgo.Record{Topic: "config", Key: []byte("endpointhealth/" + h.EndpointId), Value: v}, err
 }
 
 func (e *endpoints) EndpointEnableOffset() (int64, <-chan struct{}) {

@@ -18,14 +18,17 @@ var ErrForbiddenAddress = errors.New("target address not allowed")
 // resolved to a public address when checked and to a private one when
 // dialled is refused at the dial.
 //
-// Always refused: cloud metadata addresses (169.254.169.254,
-// fd00:ec2::254, 100.100.100.200), unspecified, "this network"
+// Always refused, whatever is allowed: cloud metadata and credential
+// addresses (169.254.169.254 and fd00:ec2::254 instance metadata,
+// 169.254.170.2 ECS task credentials, 169.254.170.23 and fd00:ec2::23 EKS
+// Pod Identity, 100.100.100.200 Alibaba), unspecified, "this network"
 // (0.0.0.0/8), multicast, broadcast and the reserved 240.0.0.0/4. Refused
 // unless allowed: loopback (127.0.0.0/8, ::1) and private ranges (RFC 1918,
 // CGNAT 100.64.0.0/10, link-local 169.254.0.0/16 and fe80::/10, unique
 // local fc00::/7, site-local fec0::/10). IPv4 addresses written as IPv6
-// (::ffff:a.b.c.d, ::a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16) are
-// judged by the IPv4 address inside.
+// (::ffff:a.b.c.d, ::a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo
+// 2001::/32 with its client address de-obfuscated) are judged by the IPv4
+// address inside.
 type Guard struct {
 	// AllowLoopback permits 127.0.0.0/8 and ::1 (sluice dev sets it).
 	AllowLoopback bool
@@ -37,6 +40,9 @@ type Guard struct {
 var metadataAddrs = []netip.Addr{
 	netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, ...
 	netip.MustParseAddr("fd00:ec2::254"),   // AWS IPv6
+	netip.MustParseAddr("169.254.170.2"),   // AWS ECS task credentials
+	netip.MustParseAddr("169.254.170.23"),  // AWS EKS Pod Identity
+	netip.MustParseAddr("fd00:ec2::23"),    // AWS EKS Pod Identity, IPv6
 	netip.MustParseAddr("100.100.100.200"), // Alibaba
 }
 
@@ -47,6 +53,7 @@ var (
 	siteLocal   = netip.MustParsePrefix("fec0::/10")
 	nat64       = netip.MustParsePrefix("64:ff9b::/96")
 	sixToFour   = netip.MustParsePrefix("2002::/16")
+	teredo      = netip.MustParsePrefix("2001::/32")
 	v4Compat    = netip.MustParsePrefix("::/96")
 )
 
@@ -55,7 +62,7 @@ func (g Guard) Check(addr netip.Addr) error {
 	addr = embeddedIPv4(addr.WithZone(""))
 	for _, m := range metadataAddrs {
 		if addr == m {
-			return fmt.Errorf("%w: %s is a cloud metadata address", ErrForbiddenAddress, addr)
+			return fmt.Errorf("%w: %s is a cloud metadata or credential address", ErrForbiddenAddress, addr)
 		}
 	}
 	switch {
@@ -76,7 +83,7 @@ func (g Guard) Check(addr netip.Addr) error {
 }
 
 // embeddedIPv4 returns the IPv4 address an IPv6 form carries (mapped,
-// compatible, NAT64, 6to4), or addr itself.
+// compatible, NAT64, 6to4, Teredo), or addr itself.
 func embeddedIPv4(addr netip.Addr) netip.Addr {
 	if addr.Is4In6() {
 		return addr.Unmap()
@@ -90,6 +97,9 @@ func embeddedIPv4(addr netip.Addr) netip.Addr {
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	case sixToFour.Contains(addr):
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
+	case teredo.Contains(addr):
+		// The client's address is the last 32 bits, inverted (RFC 4380).
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
 	case v4Compat.Contains(addr) && !addr.IsLoopback() && !addr.IsUnspecified():
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	}

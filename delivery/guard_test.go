@@ -47,6 +47,15 @@ func TestGuard(t *testing.T) {
 		{"2002:a9fe:a9fe::1", false, false, false}, // 6to4 of 169.254.169.254
 		{"::127.0.0.1", false, true, false},        // IPv4-compatible
 		{"fec0::1", false, false, true},
+		{"169.254.170.2", false, false, false},                        // ECS task credentials
+		{"169.254.170.23", false, false, false},                       // EKS Pod Identity
+		{"fd00:ec2::23", false, false, false},                         // EKS Pod Identity, IPv6
+		{"::ffff:169.254.170.23", false, false, false},                // mapped
+		{"2001:0:4136:e378:8000:63bf:80ff:fffe", false, true, false},  // Teredo of 127.0.0.1
+		{"2001:0:4136:e378:8000:63bf:f5ff:fffe", false, false, true},  // Teredo of 10.0.0.1
+		{"2001:0:4136:e378:8000:63bf:5601:5601", false, false, false}, // Teredo of 169.254.169.254
+		{"2001:0:4136:e378:8000:63bf:a247:27dd", true, true, true},    // Teredo of 93.184.216.34
+		{"2001:db8::1", true, true, true},                             // not Teredo
 	}
 	guards := []struct {
 		name string

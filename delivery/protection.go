@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 )
 
 // ProtectionConfig configures how a delivery node protects each endpoint
@@ -70,12 +70,28 @@ type endpointState struct {
 	probing      bool // the half-open probe is in flight
 	inflight     int
 	limiter      *rate.Limiter
+	// enableID is the endpoint's enable the failure run belongs to; an
+	// enable since (by the API, after a disable by anyone) starts the run
+	// over.
+	enableID string
 	// disabledAt is when this node disabled the endpoint; it writes the
 	// disable once, until the endpoint is enabled after it.
 	disabledAt time.Time
 	// failingRecorded and clearRecorded note a failing_since written to
-	// the endpoint's config and not yet folded back.
+	// the endpoint's health and not yet folded back.
 	failingRecorded, clearRecorded bool
+}
+
+// follow starts the failure run over when the endpoint was enabled since
+// the run began: a failure run, breaker or disable from before the enable
+// no longer counts. Limits and attempts in flight carry over.
+func (st *endpointState) follow(enableID string) {
+	if enableID == st.enableID {
+		return
+	}
+	st.enableID = enableID
+	st.failures, st.failingSince, st.openUntil, st.openFor = 0, time.Time{}, time.Time{}, 0
+	st.disabledAt, st.failingRecorded, st.clearRecorded = time.Time{}, false, false
 }
 
 func newProtector(cfg ProtectionConfig) *protector {
@@ -89,20 +105,19 @@ type ticket struct {
 	probe bool
 }
 
-// admit lets an attempt to endpoint key through, or says how long it must
-// wait: the breaker is open, or the endpoint's rate or concurrency limit
-// is reached.
-func (p *protector) admit(key string, ep *sluicev1.Endpoint, now time.Time) (*ticket, time.Duration) {
+// admit lets an attempt to endpoint key (whose config in effect is cfg)
+// through, or says how long it must wait: the breaker is open, or the
+// endpoint's rate or concurrency limit is reached.
+func (p *protector) admit(key string, cfg *eventv1.EndpointConfig, now time.Time) (*ticket, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.endpoints[key]
 	if st == nil {
-		st = &endpointState{}
+		st = &endpointState{enableID: cfg.GetEnableId()}
 		p.endpoints[key] = st
 	}
-	if !st.disabledAt.IsZero() && ep.GetUpdatedAt().AsTime().After(st.disabledAt) {
-		*st = endpointState{inflight: st.inflight, limiter: st.limiter} // enabled again: start over
-	}
+	st.follow(cfg.GetEnableId())
+	ep := cfg.GetEndpoint()
 	t := &ticket{key: key, st: st}
 	if !st.openUntil.IsZero() {
 		if now.Before(st.openUntil) || st.probing {
@@ -142,16 +157,19 @@ func (p *protector) cancel(t *ticket) {
 type verdict struct {
 	// disable is why the endpoint must be disabled now; "" to keep it.
 	disable string
-	// failingSince, when set, is to be recorded in the endpoint's config.
+	// failingSince, when set, is to be recorded in the endpoint's health
+	// (with a disable: when the failure run that disabled it began).
 	failingSince time.Time
-	// clearFailing is set when the config's failing_since is to be
+	// clearFailing is set when the health's failing_since is to be
 	// cleared.
 	clearFailing bool
 }
 
-// finish records an attempt's result in its endpoint's state; recorded is
-// the failing_since in the endpoint's config (nil when unset).
-func (p *protector) finish(t *ticket, recorded *time.Time, res Result, now time.Time) verdict {
+// finish records an attempt's result in its endpoint's state. cur is the
+// endpoint's config in effect when the attempt ended, nil once deleted:
+// its enable and recorded failure run count, and an endpoint disabled or
+// deleted meanwhile gets no verdict.
+func (p *protector) finish(t *ticket, cur *eventv1.EndpointConfig, res Result, now time.Time) verdict {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := t.st
@@ -160,6 +178,20 @@ func (p *protector) finish(t *ticket, recorded *time.Time, res Result, now time.
 		st.probing = false
 	}
 	var v verdict
+	if cur == nil {
+		return v
+	}
+	st.follow(cur.GetEnableId())
+	var recorded *time.Time
+	if fs := cur.GetFailingSince(); fs != nil {
+		at := fs.AsTime()
+		recorded = &at
+	}
+	if cur.GetEndpoint().GetDisabled() {
+		// Disabled meanwhile (by the API or another node): nothing to
+		// record; enabling it starts the run over.
+		return v
+	}
 	if recorded != nil {
 		st.failingRecorded = false // folded back
 	} else {
@@ -200,7 +232,7 @@ func (p *protector) finish(t *ticket, recorded *time.Time, res Result, now time.
 		v.disable = fmt.Sprintf("every delivery failed since %s", st.failingSince.UTC().Format(time.RFC3339))
 	}
 	if v.disable != "" {
-		st.disabledAt = now
+		st.disabledAt, v.failingSince = now, st.failingSince
 	}
 	return v
 }

@@ -127,6 +127,8 @@ func (d *Directory) fold(rec *kgo.Record) {
 			d.deleteQueue(key)
 		case strings.HasPrefix(key, endpointKeyPrefix):
 			d.dropEndpoint(key, rec.Offset)
+		case strings.HasPrefix(key, endpointHealthKeyPrefix):
+			d.dropEndpointHealth(key, rec.Offset)
 		}
 		return
 	}
@@ -144,6 +146,8 @@ func (d *Directory) fold(rec *kgo.Record) {
 		d.foldQueue(b.Queue)
 	case *eventv1.ConfigRecord_Endpoint:
 		d.foldEndpoint(b.Endpoint, rec.Offset)
+	case *eventv1.ConfigRecord_EndpointHealth:
+		d.foldEndpointHealth(b.EndpointHealth, rec.Offset)
 	}
 }
 

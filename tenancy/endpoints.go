@@ -25,31 +25,97 @@ var ErrUnknownEndpoint = errors.New("unknown endpoint")
 // "endpoint/<tenant>/<id>".
 const endpointKeyPrefix = "endpoint/"
 
+// endpointHealthKeyPrefix starts the config keys of the health delivery
+// records about endpoints: "endpointhealth/<tenant>/<id>".
+const endpointHealthKeyPrefix = "endpointhealth/"
+
 // EndpointConfigKey is the config topic key of a tenant's endpoint.
 func EndpointConfigKey(tenantID, endpointID string) string {
 	return endpointKeyPrefix + tenantID + "/" + endpointID
 }
 
+// EndpointHealthKey is the config topic key of the health delivery
+// records about a tenant's endpoint.
+func EndpointHealthKey(tenantID, endpointID string) string {
+	return endpointHealthKeyPrefix + tenantID + "/" + endpointID
+}
+
+// NewEnableID draws the id of an endpoint's enable (EndpointConfig's
+// enable_id): delivery's health records judged under an earlier enable no
+// longer apply once it changes.
+func NewEnableID() string { return eventlog.NewID() }
+
 // endpointTable is the folded state of every endpoint; the Directory's mu
 // guards it.
 type endpointTable struct {
-	byKey map[string]*eventv1.EndpointConfig // by "<tenant>/<id>"
+	byKey map[string]*endpointEntry // by "<tenant>/<id>"
 	// enableOffset is the config offset of the latest record that enabled
 	// a disabled endpoint; sluice.parked records compare against it.
 	enableOffset int64
 }
 
+// endpointEntry is one endpoint: its settings as the API wrote them, the
+// health delivery recorded, and the two folded into the effective config.
+type endpointEntry struct {
+	settings *eventv1.EndpointConfig // nil until read (compaction may order health first)
+	health   *eventv1.EndpointHealth
+	folded   *eventv1.EndpointConfig // nil while settings is
+}
+
+// effectiveEndpoint applies health to settings: its failure run, and its
+// disable unless the settings disable the endpoint themselves. Health
+// judged under another enable than the settings' current one is ignored:
+// enabling an endpoint starts it afresh.
+func effectiveEndpoint(settings *eventv1.EndpointConfig, health *eventv1.EndpointHealth) *eventv1.EndpointConfig {
+	if settings == nil || health == nil || health.EnableId != settings.GetEnableId() {
+		return settings
+	}
+	out := proto.CloneOf(settings)
+	out.FailingSince = health.FailingSince
+	if health.Disabled && !out.GetEndpoint().GetDisabled() && out.Endpoint != nil {
+		out.Endpoint.Disabled, out.Endpoint.DisabledReason, out.Endpoint.DisabledAt = true, health.DisabledReason, health.DisabledAt
+	}
+	return out
+}
+
+// entry returns the endpoint's entry, created when missing; d.mu is held.
+func (t *endpointTable) entry(k string) *endpointEntry {
+	if t.byKey == nil {
+		t.byKey = make(map[string]*endpointEntry)
+	}
+	e := t.byKey[k]
+	if e == nil {
+		e = &endpointEntry{}
+		t.byKey[k] = e
+	}
+	return e
+}
+
+// refold recomputes e's effective config after a record at offset; a
+// disabled endpoint that is now enabled moves the enable offset.
+func (t *endpointTable) refold(e *endpointEntry, offset int64) {
+	before := e.folded
+	e.folded = effectiveEndpoint(e.settings, e.health)
+	if before.GetEndpoint().GetDisabled() && e.folded != nil && !e.folded.GetEndpoint().GetDisabled() {
+		t.enableOffset = offset
+	}
+}
+
 // foldEndpoint applies an endpoint record read at offset; d.mu is held.
 func (d *Directory) foldEndpoint(cfg *eventv1.EndpointConfig, offset int64) {
 	t := &d.endpoints
-	if t.byKey == nil {
-		t.byKey = make(map[string]*eventv1.EndpointConfig)
-	}
-	k := cfg.TenantId + "/" + cfg.GetEndpoint().GetId()
-	if old, ok := t.byKey[k]; ok && old.GetEndpoint().GetDisabled() && !cfg.GetEndpoint().GetDisabled() {
-		t.enableOffset = offset
-	}
-	t.byKey[k] = cfg
+	e := t.entry(cfg.TenantId + "/" + cfg.GetEndpoint().GetId())
+	e.settings = cfg
+	t.refold(e, offset)
+}
+
+// foldEndpointHealth applies an endpoint health record read at offset;
+// d.mu is held.
+func (d *Directory) foldEndpointHealth(h *eventv1.EndpointHealth, offset int64) {
+	t := &d.endpoints
+	e := t.entry(h.TenantId + "/" + h.EndpointId)
+	e.health = h
+	t.refold(e, offset)
 }
 
 // dropEndpoint applies an endpoint tombstone; d.mu is held.
@@ -62,16 +128,40 @@ func (d *Directory) dropEndpoint(key string, offset int64) {
 	}
 }
 
-// Endpoint returns a tenant's endpoint. The result is shared: do not
-// modify it.
+// dropEndpointHealth applies an endpoint health tombstone; d.mu is held.
+func (d *Directory) dropEndpointHealth(key string, offset int64) {
+	e, ok := d.endpoints.byKey[strings.TrimPrefix(key, endpointHealthKeyPrefix)]
+	if !ok {
+		return
+	}
+	e.health = nil
+	d.endpoints.refold(e, offset)
+}
+
+// Endpoint returns a tenant's endpoint in effect: its settings with the
+// health delivery recorded applied. The result is shared: do not modify
+// it.
 func (d *Directory) Endpoint(tenantID, endpointID string) (*eventv1.EndpointConfig, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	cfg, ok := d.endpoints.byKey[tenantID+"/"+endpointID]
-	if !ok {
+	e, ok := d.endpoints.byKey[tenantID+"/"+endpointID]
+	if !ok || e.folded == nil {
 		return nil, fmt.Errorf("endpoint %s: %w", endpointID, ErrUnknownEndpoint)
 	}
-	return cfg, nil
+	return e.folded, nil
+}
+
+// EndpointSettings returns a tenant's endpoint as the API last wrote it,
+// without the health delivery recorded: what an update starts from. The
+// result is shared: do not modify it.
+func (d *Directory) EndpointSettings(tenantID, endpointID string) (*eventv1.EndpointConfig, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	e, ok := d.endpoints.byKey[tenantID+"/"+endpointID]
+	if !ok || e.settings == nil {
+		return nil, fmt.Errorf("endpoint %s: %w", endpointID, ErrUnknownEndpoint)
+	}
+	return e.settings, nil
 }
 
 // Endpoints returns a tenant's endpoints, oldest first. The results are
@@ -79,9 +169,9 @@ func (d *Directory) Endpoint(tenantID, endpointID string) (*eventv1.EndpointConf
 func (d *Directory) Endpoints(tenantID string) []*eventv1.EndpointConfig {
 	d.mu.RLock()
 	var out []*eventv1.EndpointConfig
-	for _, cfg := range d.endpoints.byKey {
-		if cfg.TenantId == tenantID {
-			out = append(out, cfg)
+	for _, e := range d.endpoints.byKey {
+		if e.folded != nil && e.folded.TenantId == tenantID {
+			out = append(out, e.folded)
 		}
 	}
 	d.mu.RUnlock()
@@ -105,8 +195,8 @@ func (d *Directory) EndpointEnableOffset() (int64, <-chan struct{}) {
 	return d.endpoints.enableOffset, changed
 }
 
-// EndpointRecord is the config record that stores cfg, for callers that
-// append it in their own transaction.
+// EndpointRecord is the config record that stores cfg as the endpoint's
+// settings, for callers that append it in their own transaction.
 func (d *Directory) EndpointRecord(cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) (*kgo.Record, error) {
 	cr := &eventv1.ConfigRecord{
 		EventId: eventlog.NewID(), OccurredAt: timestamppb.New(now), Actor: actor,
@@ -120,6 +210,21 @@ func (d *Directory) EndpointRecord(cfg *eventv1.EndpointConfig, actor *eventv1.A
 	return &kgo.Record{Topic: d.cfg.Topic, Key: []byte(key), Value: value}, nil
 }
 
+// EndpointHealthRecord is the config record that stores h as its
+// endpoint's health, for delivery to append in its outcome transaction.
+func (d *Directory) EndpointHealthRecord(h *eventv1.EndpointHealth, actor *eventv1.Actor, now time.Time) (*kgo.Record, error) {
+	cr := &eventv1.ConfigRecord{
+		EventId: eventlog.NewID(), OccurredAt: timestamppb.New(now), Actor: actor,
+		Body: &eventv1.ConfigRecord_EndpointHealth{EndpointHealth: h},
+	}
+	value, err := proto.Marshal(cr)
+	if err != nil {
+		return nil, fmt.Errorf("encode health of endpoint %s: %w", h.EndpointId, err)
+	}
+	key := EndpointHealthKey(h.TenantId, h.EndpointId)
+	return &kgo.Record{Topic: d.cfg.Topic, Key: []byte(key), Value: value}, nil
+}
+
 // PutEndpoint appends cfg as its endpoint's state and waits until this
 // directory has folded it.
 func (d *Directory) PutEndpoint(ctx context.Context, cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) error {
@@ -130,11 +235,16 @@ func (d *Directory) PutEndpoint(ctx context.Context, cfg *eventv1.EndpointConfig
 	return d.produceSynced(ctx, rec)
 }
 
-// DeleteEndpoint appends the tombstone of a tenant's endpoint and waits
-// until this directory has folded it.
+// DeleteEndpoint appends the tombstones of a tenant's endpoint and of its
+// health, and waits until this directory has folded them. The endpoint's
+// goes first: a failure between the two leaves only an orphan health
+// record, never an endpoint stripped of its health.
 func (d *Directory) DeleteEndpoint(ctx context.Context, tenantID, endpointID string) error {
 	rec := &kgo.Record{Topic: d.cfg.Topic, Key: []byte(EndpointConfigKey(tenantID, endpointID))}
-	return d.produceSynced(ctx, rec)
+	if err := d.produceSynced(ctx, rec); err != nil {
+		return err
+	}
+	return d.produceSynced(ctx, &kgo.Record{Topic: d.cfg.Topic, Key: []byte(EndpointHealthKey(tenantID, endpointID))})
 }
 
 func (d *Directory) produceSynced(ctx context.Context, rec *kgo.Record) error {

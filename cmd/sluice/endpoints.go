@@ -22,8 +22,8 @@ func (e endpointSource) Endpoint(tenantID, endpointID string) (*eventv1.Endpoint
 	return cfg, err == nil
 }
 
-func (e endpointSource) EndpointRecord(cfg *eventv1.EndpointConfig, actor *eventv1.Actor, now time.Time) (*kgo.Record, error) {
-	return e.dir.EndpointRecord(cfg, actor, now)
+func (e endpointSource) EndpointHealthRecord(h *eventv1.EndpointHealth, actor *eventv1.Actor, now time.Time) (*kgo.Record, error) {
+	return e.dir.EndpointHealthRecord(h, actor, now)
 }
 
 func (e endpointSource) EndpointEnableOffset() (int64, <-chan struct{}) {

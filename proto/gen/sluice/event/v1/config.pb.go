@@ -39,6 +39,7 @@ type ConfigRecord struct {
 	//	*ConfigRecord_Queue
 	//	*ConfigRecord_Endpoint
 	//	*ConfigRecord_Source
+	//	*ConfigRecord_EndpointHealth
 	Body          isConfigRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -147,6 +148,15 @@ func (x *ConfigRecord) GetSource() *SourceConfig {
 	return nil
 }
 
+func (x *ConfigRecord) GetEndpointHealth() *EndpointHealth {
+	if x != nil {
+		if x, ok := x.Body.(*ConfigRecord_EndpointHealth); ok {
+			return x.EndpointHealth
+		}
+	}
+	return nil
+}
+
 type isConfigRecord_Body interface {
 	isConfigRecord_Body()
 }
@@ -164,12 +174,17 @@ type ConfigRecord_Queue struct {
 }
 
 type ConfigRecord_Endpoint struct {
-	// Key "endpoint/<tenant>/<id>". 21-29 free for more config objects.
+	// Key "endpoint/<tenant>/<id>". 22-29 free for more config objects.
 	Endpoint *EndpointConfig `protobuf:"bytes,19,opt,name=endpoint,proto3,oneof"`
 }
 
 type ConfigRecord_Source struct {
 	Source *SourceConfig `protobuf:"bytes,20,opt,name=source,proto3,oneof"`
+}
+
+type ConfigRecord_EndpointHealth struct {
+	// Key "endpointhealth/<tenant>/<id>": written by delivery only.
+	EndpointHealth *EndpointHealth `protobuf:"bytes,21,opt,name=endpoint_health,json=endpointHealth,proto3,oneof"`
 }
 
 func (*ConfigRecord_Tenant) isConfigRecord_Body() {}
@@ -181,6 +196,8 @@ func (*ConfigRecord_Queue) isConfigRecord_Body() {}
 func (*ConfigRecord_Endpoint) isConfigRecord_Body() {}
 
 func (*ConfigRecord_Source) isConfigRecord_Body() {}
+
+func (*ConfigRecord_EndpointHealth) isConfigRecord_Body() {}
 
 // Tenant owns jobs, queues and keys.
 type Tenant struct {
@@ -443,7 +460,7 @@ var File_sluice_event_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esluice/event/v1/endpoint.proto\x1a\x1bsluice/event/v1/event.proto\x1a\x1dsluice/v1/queue_service.proto\x1a\x1esluice/v1/source_service.proto\"\xb3\x03\n" +
+	"\x1csluice/event/v1/config.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esluice/event/v1/endpoint.proto\x1a\x1bsluice/event/v1/event.proto\x1a\x1dsluice/v1/queue_service.proto\x1a\x1esluice/v1/source_service.proto\"\xff\x03\n" +
 	"\fConfigRecord\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -453,7 +470,8 @@ const file_sluice_event_v1_config_proto_rawDesc = "" +
 	"\aapi_key\x18\x11 \x01(\v2\x17.sluice.event.v1.APIKeyH\x00R\x06apiKey\x126\n" +
 	"\x05queue\x18\x12 \x01(\v2\x1e.sluice.event.v1.QueueSettingsH\x00R\x05queue\x12=\n" +
 	"\bendpoint\x18\x13 \x01(\v2\x1f.sluice.event.v1.EndpointConfigH\x00R\bendpoint\x127\n" +
-	"\x06source\x18\x14 \x01(\v2\x1d.sluice.event.v1.SourceConfigH\x00R\x06sourceB\x06\n" +
+	"\x06source\x18\x14 \x01(\v2\x1d.sluice.event.v1.SourceConfigH\x00R\x06source\x12J\n" +
+	"\x0fendpoint_health\x18\x15 \x01(\v2\x1f.sluice.event.v1.EndpointHealthH\x00R\x0eendpointHealthB\x06\n" +
 	"\x04body\"\x8e\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -497,8 +515,9 @@ var file_sluice_event_v1_config_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 	(*Actor)(nil),                 // 6: sluice.event.v1.Actor
 	(*EndpointConfig)(nil),        // 7: sluice.event.v1.EndpointConfig
-	(*v1.Queue)(nil),              // 8: sluice.v1.Queue
-	(*v1.Source)(nil),             // 9: sluice.v1.Source
+	(*EndpointHealth)(nil),        // 8: sluice.event.v1.EndpointHealth
+	(*v1.Queue)(nil),              // 9: sluice.v1.Queue
+	(*v1.Source)(nil),             // 10: sluice.v1.Source
 }
 var file_sluice_event_v1_config_proto_depIdxs = []int32{
 	5,  // 0: sluice.event.v1.ConfigRecord.occurred_at:type_name -> google.protobuf.Timestamp
@@ -508,15 +527,16 @@ var file_sluice_event_v1_config_proto_depIdxs = []int32{
 	3,  // 4: sluice.event.v1.ConfigRecord.queue:type_name -> sluice.event.v1.QueueSettings
 	7,  // 5: sluice.event.v1.ConfigRecord.endpoint:type_name -> sluice.event.v1.EndpointConfig
 	4,  // 6: sluice.event.v1.ConfigRecord.source:type_name -> sluice.event.v1.SourceConfig
-	5,  // 7: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 8: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: sluice.event.v1.QueueSettings.queue:type_name -> sluice.v1.Queue
-	9,  // 10: sluice.event.v1.SourceConfig.source:type_name -> sluice.v1.Source
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 7: sluice.event.v1.ConfigRecord.endpoint_health:type_name -> sluice.event.v1.EndpointHealth
+	5,  // 8: sluice.event.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: sluice.event.v1.APIKey.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: sluice.event.v1.QueueSettings.queue:type_name -> sluice.v1.Queue
+	10, // 11: sluice.event.v1.SourceConfig.source:type_name -> sluice.v1.Source
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_config_proto_init() }
@@ -532,6 +552,7 @@ func file_sluice_event_v1_config_proto_init() {
 		(*ConfigRecord_Queue)(nil),
 		(*ConfigRecord_Endpoint)(nil),
 		(*ConfigRecord_Source)(nil),
+		(*ConfigRecord_EndpointHealth)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -33,9 +33,14 @@ type EndpointConfig struct {
 	Endpoint *v1.Endpoint `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// Secrets that still sign, newest (the current one) first.
 	Secrets []*EndpointSecret `protobuf:"bytes,3,rep,name=secrets,proto3" json:"secrets,omitempty"`
-	// When the endpoint's current run of failed deliveries began, as
-	// delivery last recorded it; unset while it answers.
-	FailingSince  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// When the endpoint's current run of failed deliveries began. Written
+	// by older versions only; delivery now records it in EndpointHealth.
+	// In a folded (effective) config it is the health record's.
+	FailingSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Identifies the endpoint's latest enable (or its creation); a new one
+	// is drawn each time the API enables the endpoint. An EndpointHealth
+	// applies only while it names the same enable.
+	EnableId      string `protobuf:"bytes,5,opt,name=enable_id,json=enableId,proto3" json:"enable_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +103,114 @@ func (x *EndpointConfig) GetFailingSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *EndpointConfig) GetEnableId() string {
+	if x != nil {
+		return x.EnableId
+	}
+	return ""
+}
+
+// EndpointHealth is what delivery records about an endpoint (key
+// "endpointhealth/<tenant>/<id>"), apart from its settings so that
+// delivery never rewrites what the API wrote. The folded endpoint is its
+// EndpointConfig with the health applied.
+type EndpointHealth struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TenantId   string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	EndpointId string                 `protobuf:"bytes,2,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// The EndpointConfig.enable_id this health was judged under; once the
+	// endpoint is enabled again the record no longer applies.
+	EnableId string `protobuf:"bytes,3,opt,name=enable_id,json=enableId,proto3" json:"enable_id,omitempty"`
+	// When the endpoint's current run of failed deliveries began; unset
+	// while it answers.
+	FailingSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Delivery disabled the endpoint (HTTP 410, failing for too long).
+	Disabled       bool                   `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	DisabledReason string                 `protobuf:"bytes,6,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	DisabledAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EndpointHealth) Reset() {
+	*x = EndpointHealth{}
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointHealth) ProtoMessage() {}
+
+func (x *EndpointHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointHealth.ProtoReflect.Descriptor instead.
+func (*EndpointHealth) Descriptor() ([]byte, []int) {
+	return file_sluice_event_v1_endpoint_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EndpointHealth) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetEnableId() string {
+	if x != nil {
+		return x.EnableId
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetFailingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailingSince
+	}
+	return nil
+}
+
+func (x *EndpointHealth) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *EndpointHealth) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetDisabledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisabledAt
+	}
+	return nil
+}
+
 // EndpointSecret is one signing secret of an endpoint.
 type EndpointSecret struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -110,7 +223,7 @@ type EndpointSecret struct {
 
 func (x *EndpointSecret) Reset() {
 	*x = EndpointSecret{}
-	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[1]
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +235,7 @@ func (x *EndpointSecret) String() string {
 func (*EndpointSecret) ProtoMessage() {}
 
 func (x *EndpointSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[1]
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +248,7 @@ func (x *EndpointSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSecret.ProtoReflect.Descriptor instead.
 func (*EndpointSecret) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_endpoint_proto_rawDescGZIP(), []int{1}
+	return file_sluice_event_v1_endpoint_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EndpointSecret) GetSecret() string {
@@ -170,7 +283,7 @@ type ParkedMessage struct {
 
 func (x *ParkedMessage) Reset() {
 	*x = ParkedMessage{}
-	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[2]
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +295,7 @@ func (x *ParkedMessage) String() string {
 func (*ParkedMessage) ProtoMessage() {}
 
 func (x *ParkedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[2]
+	mi := &file_sluice_event_v1_endpoint_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +308,7 @@ func (x *ParkedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParkedMessage.ProtoReflect.Descriptor instead.
 func (*ParkedMessage) Descriptor() ([]byte, []int) {
-	return file_sluice_event_v1_endpoint_proto_rawDescGZIP(), []int{2}
+	return file_sluice_event_v1_endpoint_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ParkedMessage) GetEvent() *Event {
@@ -223,12 +336,23 @@ var File_sluice_event_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_sluice_event_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x1esluice/event/v1/endpoint.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsluice/event/v1/event.proto\x1a sluice/v1/endpoint_service.proto\"\xda\x01\n" +
+	"\x1esluice/event/v1/endpoint.proto\x12\x0fsluice.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsluice/event/v1/event.proto\x1a sluice/v1/endpoint_service.proto\"\xf7\x01\n" +
 	"\x0eEndpointConfig\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12/\n" +
 	"\bendpoint\x18\x02 \x01(\v2\x13.sluice.v1.EndpointR\bendpoint\x129\n" +
 	"\asecrets\x18\x03 \x03(\v2\x1f.sluice.event.v1.EndpointSecretR\asecrets\x12?\n" +
-	"\rfailing_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\"c\n" +
+	"\rfailing_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12\x1b\n" +
+	"\tenable_id\x18\x05 \x01(\tR\benableId\"\xae\x02\n" +
+	"\x0eEndpointHealth\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\vendpoint_id\x18\x02 \x01(\tR\n" +
+	"endpointId\x12\x1b\n" +
+	"\tenable_id\x18\x03 \x01(\tR\benableId\x12?\n" +
+	"\rfailing_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12'\n" +
+	"\x0fdisabled_reason\x18\x06 \x01(\tR\x0edisabledReason\x12;\n" +
+	"\vdisabled_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"disabledAt\"c\n" +
 	"\x0eEndpointSecret\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x129\n" +
 	"\n" +
@@ -251,26 +375,29 @@ func file_sluice_event_v1_endpoint_proto_rawDescGZIP() []byte {
 	return file_sluice_event_v1_endpoint_proto_rawDescData
 }
 
-var file_sluice_event_v1_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sluice_event_v1_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_sluice_event_v1_endpoint_proto_goTypes = []any{
 	(*EndpointConfig)(nil),        // 0: sluice.event.v1.EndpointConfig
-	(*EndpointSecret)(nil),        // 1: sluice.event.v1.EndpointSecret
-	(*ParkedMessage)(nil),         // 2: sluice.event.v1.ParkedMessage
-	(*v1.Endpoint)(nil),           // 3: sluice.v1.Endpoint
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*Event)(nil),                 // 5: sluice.event.v1.Event
+	(*EndpointHealth)(nil),        // 1: sluice.event.v1.EndpointHealth
+	(*EndpointSecret)(nil),        // 2: sluice.event.v1.EndpointSecret
+	(*ParkedMessage)(nil),         // 3: sluice.event.v1.ParkedMessage
+	(*v1.Endpoint)(nil),           // 4: sluice.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*Event)(nil),                 // 6: sluice.event.v1.Event
 }
 var file_sluice_event_v1_endpoint_proto_depIdxs = []int32{
-	3, // 0: sluice.event.v1.EndpointConfig.endpoint:type_name -> sluice.v1.Endpoint
-	1, // 1: sluice.event.v1.EndpointConfig.secrets:type_name -> sluice.event.v1.EndpointSecret
-	4, // 2: sluice.event.v1.EndpointConfig.failing_since:type_name -> google.protobuf.Timestamp
-	4, // 3: sluice.event.v1.EndpointSecret.expires_at:type_name -> google.protobuf.Timestamp
-	5, // 4: sluice.event.v1.ParkedMessage.event:type_name -> sluice.event.v1.Event
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 0: sluice.event.v1.EndpointConfig.endpoint:type_name -> sluice.v1.Endpoint
+	2, // 1: sluice.event.v1.EndpointConfig.secrets:type_name -> sluice.event.v1.EndpointSecret
+	5, // 2: sluice.event.v1.EndpointConfig.failing_since:type_name -> google.protobuf.Timestamp
+	5, // 3: sluice.event.v1.EndpointHealth.failing_since:type_name -> google.protobuf.Timestamp
+	5, // 4: sluice.event.v1.EndpointHealth.disabled_at:type_name -> google.protobuf.Timestamp
+	5, // 5: sluice.event.v1.EndpointSecret.expires_at:type_name -> google.protobuf.Timestamp
+	6, // 6: sluice.event.v1.ParkedMessage.event:type_name -> sluice.event.v1.Event
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_sluice_event_v1_endpoint_proto_init() }
@@ -285,7 +412,7 @@ func file_sluice_event_v1_endpoint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_event_v1_endpoint_proto_rawDesc), len(file_sluice_event_v1_endpoint_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
