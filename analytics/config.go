@@ -50,8 +50,14 @@ func (c DBConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// DefaultReadTimeout is how long Open's connections wait for the server
+// to send anything before a query fails, unless the DSN sets
+// read_timeout.
+const DefaultReadTimeout = 30 * time.Second
+
 // Open connects to ClickHouse. The connection is made lazily: Open does
-// not fail when the server is down, its first use does.
+// not fail when the server is down, its first use does. Connecting gives
+// up after 5s, a query whose server is silent for DefaultReadTimeout.
 func Open(c DBConfig) (driver.Conn, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -62,6 +68,11 @@ func Open(c DBConfig) (driver.Conn, error) {
 	}
 	if opts.DialTimeout == 0 || opts.DialTimeout > 5*time.Second {
 		opts.DialTimeout = 5 * time.Second
+	}
+	// A server that stops answering fails a query after ReadTimeout
+	// (the driver's default is 5 minutes); the DSN's read_timeout wins.
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = DefaultReadTimeout
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -14,7 +14,11 @@
 // that is not in ClickHouse. While ClickHouse is down the sink holds its
 // batch and retries with backoff; it fetches nothing more until the batch
 // is in, so it catches up from its committed offsets when ClickHouse
-// returns. Delivery is a separate consumer group and never waits on it.
+// returns. A commit names the offsets of the batch's own records, so
+// records fetched while stopping are committed only once inserted. Stop
+// gives the batch in hand a last insert within its context and returns
+// only when the sink's goroutine has ended. Delivery is a separate
+// consumer group and never waits on it.
 //
 // Every row carries the (topic, partition, offset) of its record, and the
 // tables are ReplacingMergeTree ordered by a key that record determines,

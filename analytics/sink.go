@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/log/eventlog"
 )
@@ -23,7 +26,14 @@ type Sink struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stopCtx is Stop's context, set before run is cancelled: it bounds
+	// the last insert of the batch in hand.
+	stopCtx atomic.Pointer[context.Context]
 }
+
+// finalInsertTimeout caps the last insert of the batch in hand when
+// stopping, whatever Stop's context allows.
+const finalInsertTimeout = 10 * time.Second
 
 // NewSink returns a sink for cfg; Start runs it.
 func NewSink(cfg SinkConfig) (*Sink, error) {
@@ -47,6 +57,20 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 // copies the log until Stop. A ClickHouse that is down does not fail
 // Start.
 func (s *Sink) Start(ctx context.Context) error {
+	cl, err := s.newClient()
+	if err != nil {
+		return err
+	}
+	s.cl = cl
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.run(runCtx)
+	return nil
+}
+
+// newClient is the sink's Kafka client: a member of its group that
+// commits only what Start's loop tells it to.
+func (s *Sink) newClient() (*kgo.Client, error) {
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Brokers...),
 		kgo.ConsumerGroup(s.cfg.Group),
@@ -58,33 +82,42 @@ func (s *Sink) Start(ctx context.Context) error {
 	}, s.cfg.ClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return fmt.Errorf("analytics: kafka client: %w", err)
+		return nil, fmt.Errorf("analytics: kafka client: %w", err)
 	}
-	s.cl = cl
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.done = cancel, make(chan struct{})
-	go s.run(runCtx)
-	return nil
+	return cl, nil
 }
 
 // Stop stops fetching, inserts and commits the batch in hand (until ctx
-// ends), and leaves the group.
+// ends, at most 10s), and leaves the group. It returns once the sink's
+// goroutine has ended: when ctx ends first, it closes the Kafka client
+// and the ClickHouse connection under the goroutine and waits for it.
 func (s *Sink) Stop(ctx context.Context) error {
 	if s.cancel == nil {
 		return nil
 	}
+	s.stopCtx.Store(&ctx)
 	s.cancel()
 	var err error
 	select {
 	case <-s.done:
+		s.cl.Close()
+		if s.owned {
+			if cerr := s.conn.Close(); cerr != nil {
+				err = fmt.Errorf("close clickhouse: %w", cerr)
+			}
+		}
 	case <-ctx.Done():
 		err = fmt.Errorf("stop analytics sink: %w", ctx.Err())
-	}
-	s.cl.Close()
-	if s.owned {
-		if cerr := s.conn.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close clickhouse: %w", cerr)
+		// The last insert and commit run under ctx; closing our
+		// connection and the client ends whatever still waits on them.
+		// Leaving the group waits for the poll's rebalance block, which
+		// the goroutine would lift only on its way out.
+		if s.owned {
+			_ = s.conn.Close()
 		}
+		s.cl.AllowRebalance()
+		s.cl.Close()
+		<-s.done
 	}
 	return err
 }
@@ -107,15 +140,17 @@ func (s *Sink) run(ctx context.Context) {
 	b := new(batch)
 	for {
 		fetches := s.cl.PollRecords(s.pollContext(ctx, b), s.cfg.BatchSize-b.records)
-		if ctx.Err() != nil {
-			break
-		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				log.WarnContext(ctx, "fetch events", "topic", topic, "partition", partition, "error", err)
 			}
 		})
+		// Records a poll returns go into the batch even when stopping: the
+		// last insert below takes them along.
 		fetches.EachRecord(func(rec *kgo.Record) { s.add(ctx, b, rec) })
+		if ctx.Err() != nil {
+			break
+		}
 		if b.records > 0 && (b.records >= s.cfg.BatchSize || !s.cfg.Now().Before(b.first.Add(s.cfg.FlushInterval))) {
 			if err := s.flush(ctx, b); err != nil {
 				break // stopping: nothing committed past what ClickHouse holds
@@ -127,9 +162,15 @@ func (s *Sink) run(ctx context.Context) {
 	if b.records == 0 {
 		return
 	}
-	// Stopping with a batch in hand: give it a last chance.
-	final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Stopping with a batch in hand: give it a last chance, as long as
+	// Stop's context allows.
+	stopCtx := context.Background()
+	if p := s.stopCtx.Load(); p != nil {
+		stopCtx = *p
+	}
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalInsertTimeout)
 	defer cancel()
+	defer context.AfterFunc(stopCtx, cancel)()
 	if err := s.insertAndCommit(final, b); err != nil {
 		log.WarnContext(final, "analytics batch left for the next run", "records", b.records, "error", err)
 	}
@@ -153,6 +194,25 @@ type batch struct {
 	missing  []*eventRow // rows whose job target is not known yet
 	records  int
 	first    time.Time
+	// offsets are the offsets to commit once the rows are in: per topic
+	// and partition, the one after the batch's last record.
+	offsets map[string]map[int32]kgo.EpochOffset
+}
+
+// track notes rec's offset as the batch's last of its partition.
+func (b *batch) track(rec *kgo.Record) {
+	if b.offsets == nil {
+		b.offsets = make(map[string]map[int32]kgo.EpochOffset)
+	}
+	ps := b.offsets[rec.Topic]
+	if ps == nil {
+		ps = make(map[int32]kgo.EpochOffset)
+		b.offsets[rec.Topic] = ps
+	}
+	next := kgo.EpochOffset{Epoch: rec.LeaderEpoch, Offset: rec.Offset + 1}
+	if at, ok := ps[rec.Partition]; !ok || at.Less(next) {
+		ps[rec.Partition] = next
+	}
 }
 
 // add turns a record into rows. A record that is not an event (it cannot
@@ -163,6 +223,7 @@ func (s *Sink) add(ctx context.Context, b *batch, rec *kgo.Record) {
 		b.first = s.cfg.Now()
 	}
 	b.records++
+	b.track(rec)
 	ev, err := eventlog.DecodeEvent(rec)
 	if err != nil {
 		s.cfg.Logger.WarnContext(ctx, "analytics: skip undecodable record", "error", err)
@@ -191,7 +252,8 @@ func (s *Sink) flush(ctx context.Context, b *batch) error {
 }
 
 // insertAndCommit fills in missing job targets, inserts b's rows and
-// then commits the offsets of its records.
+// then commits the offsets of its records: only those, never records
+// polled since.
 func (s *Sink) insertAndCommit(ctx context.Context, b *batch) error {
 	start := s.cfg.Now()
 	if err := s.fillTargets(ctx, b); err != nil {
@@ -208,10 +270,30 @@ func (s *Sink) insertAndCommit(ctx context.Context, b *batch) error {
 	}
 	// ClickHouse holds the batch: only now may its offsets be committed.
 	// A failed commit costs a re-read, which the tables deduplicate.
-	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
+	if err := s.commit(ctx, b.offsets); err != nil {
 		s.cfg.Logger.WarnContext(ctx, "commit analytics offsets", "error", err)
 	}
 	return nil
+}
+
+// commit commits offsets and reports the first error, of the request or
+// of a partition.
+func (s *Sink) commit(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset) error {
+	var err error
+	s.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
+		if cerr != nil {
+			err = cerr
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && err == nil {
+					err = fmt.Errorf("partition %s/%d: %w", t.Topic, p.Partition, perr)
+				}
+			}
+		}
+	})
+	return err
 }
 
 // insert writes n rows into table in one batch.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -26,7 +27,13 @@ type AuditConfig struct {
 	// Replays selects jobs to replay; projections.Store implements it.
 	// Default: none, and the ReplayService is not served.
 	Replays ReplayStore
+	// TrailTimeout is how long GetJobTimeline waits for Trail before it
+	// answers from Timelines. Default DefaultTrailTimeout.
+	TrailTimeout time.Duration
 }
+
+// DefaultTrailTimeout is AuditConfig.TrailTimeout's default.
+const DefaultTrailTimeout = 2 * time.Second
 
 // AuditTrail is the complete audit trail.
 type AuditTrail interface {
@@ -42,9 +49,10 @@ type TimelineStore interface {
 
 // AuditService implements sluice.v1.AuditService.
 type AuditService struct {
-	trail     AuditTrail
-	timelines TimelineStore
-	logger    *slog.Logger
+	trail        AuditTrail
+	timelines    TimelineStore
+	trailTimeout time.Duration // 0: DefaultTrailTimeout
+	logger       *slog.Logger
 }
 
 var _ sluicev1connect.AuditServiceHandler = (*AuditService)(nil)
@@ -55,33 +63,67 @@ const (
 	sourceProjection = "projection"
 )
 
-// GetJobTimeline answers from ClickHouse when there is one and it holds
-// the job; from the read model when there is none, when it is
-// unreachable, or when it has not caught up with a new job yet.
+// GetJobTimeline answers from ClickHouse when there is one, it answers
+// within the trail timeout, and it has caught up with the read model;
+// from the read model otherwise: when there is no ClickHouse, when it is
+// unreachable or slow, or when the sink lags behind the job (ClickHouse
+// does not hold the job yet, or holds fewer of its events than the read
+// model shows).
 func (s *AuditService) GetJobTimeline(ctx context.Context, req *connect.Request[sluicev1.GetJobTimelineRequest]) (*connect.Response[sluicev1.GetJobTimelineResponse], error) {
 	id := req.Msg.JobId
 	if id == "" {
 		return nil, fieldError(connect.CodeInvalidArgument, "jobId", "required")
 	}
 	tenantID := principalFrom(ctx).TenantID
+	projected, perr := s.timelines.JobTimeline(ctx, tenantID, id)
 	if s.trail != nil {
-		events, err := s.trail.JobTimeline(ctx, tenantID, id)
+		timeout := s.trailTimeout
+		if timeout <= 0 {
+			timeout = DefaultTrailTimeout
+		}
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		events, err := s.trail.JobTimeline(tctx, tenantID, id)
+		cancel()
 		switch {
+		case err == nil && perr == nil && projectionAhead(events, projected):
+			s.logger.DebugContext(ctx, "clickhouse lags behind the read model; answering from it", "job_id", id)
 		case err == nil:
 			return connect.NewResponse(&sluicev1.GetJobTimelineResponse{Events: events, Source: sourceClickHouse}), nil
 		case !errors.Is(err, analytics.ErrNotFound):
 			s.logger.WarnContext(ctx, "read timeline from clickhouse; answering from the read model", "job_id", id, "error", err)
 		}
 	}
-	events, err := s.timelines.JobTimeline(ctx, tenantID, id)
 	switch {
-	case errors.Is(err, projections.ErrNotFound):
+	case errors.Is(perr, projections.ErrNotFound):
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %s not found", id))
-	case err != nil:
-		s.logger.ErrorContext(ctx, "read timeline", "job_id", id, "error", err)
+	case perr != nil:
+		s.logger.ErrorContext(ctx, "read timeline", "job_id", id, "error", perr)
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("reading the timeline failed; retry"))
 	}
-	return connect.NewResponse(&sluicev1.GetJobTimelineResponse{Events: events, Source: sourceProjection}), nil
+	return connect.NewResponse(&sluicev1.GetJobTimelineResponse{Events: projected, Source: sourceProjection}), nil
+}
+
+// projectionAhead reports whether the read model's timeline of a job
+// shows more than ClickHouse's: an event later than ClickHouse's last
+// (compared at ClickHouse's microsecond precision), or a later attempt.
+// A caught-up ClickHouse is never behind: the read model's attempts end
+// when their job.attempted events are written, its other events carry
+// their events' times.
+func projectionAhead(trail, projected []*sluicev1.TimelineEvent) bool {
+	last := func(events []*sluicev1.TimelineEvent) (at time.Time, attempt int32) {
+		for _, e := range events {
+			if t := e.GetAt().AsTime(); t.After(at) {
+				at = t
+			}
+			if e.GetType() == "job.attempted" {
+				attempt = max(attempt, e.GetAttempt())
+			}
+		}
+		return at, attempt
+	}
+	trailAt, trailAttempt := last(trail)
+	projAt, projAttempt := last(projected)
+	return projAt.Truncate(time.Microsecond).After(trailAt) || projAttempt > trailAttempt
 }
 
 // QueryAttempts lists attempts from ClickHouse.

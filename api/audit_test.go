@@ -2,9 +2,12 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,8 +17,10 @@ import (
 	"github.com/sluicehq/sluice/analytics"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/log/eventlog"
+	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+	"github.com/sluicehq/sluice/tenancy"
 )
 
 // auditServer serves f's read model with the audit and replay services.
@@ -176,4 +181,169 @@ func TestReplayJobs(t *testing.T) {
 	wantError(t, err, connect.CodeInvalidArgument, "cursor")
 	_, err = rc.ReplayJobs(ctx, connect.NewRequest(&sluicev1.ReplayJobsRequest{Selection: sel, ReplayId: "bad id"}))
 	wantError(t, err, connect.CodeInvalidArgument, "replayId")
+}
+
+// auditServerWith serves f's read model with the audit and replay
+// services configured by audit (its stores default to f's) and the
+// endpoints store eps.
+func auditServerWith(t *testing.T, f *fixture, audit api.AuditConfig, eps api.EndpointStore) string {
+	t.Helper()
+	cfg := f.cfg
+	audit.Timelines, audit.Replays = f.store, f.store
+	cfg.Audit, cfg.Endpoints = audit, eps
+	h, err := api.NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// hungTrail is an audit trail that never answers: it returns only when
+// the caller gives up.
+type hungTrail struct{}
+
+func (hungTrail) JobTimeline(ctx context.Context, _, _ string) ([]*sluicev1.TimelineEvent, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (hungTrail) QueryAttempts(ctx context.Context, _ string, _ analytics.AttemptQuery) ([]*sluicev1.AttemptRecord, string, error) {
+	<-ctx.Done()
+	return nil, "", ctx.Err()
+}
+
+func (hungTrail) JobsWithEvent(ctx context.Context, _, _ string, _ []string) (map[string]bool, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestJobTimelineWhileClickHouseHangs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	url := auditServerWith(t, f, api.AuditConfig{Trail: hungTrail{}, TrailTimeout: 200 * time.Millisecond}, nil)
+	id := f.seedDead(t, "acme", "q", "http://a.example/hook", "HTTP 500", 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	resp, err := auditClient(url, "sk_acme").GetJobTimeline(ctx, connect.NewRequest(&sluicev1.GetJobTimelineRequest{JobId: id}))
+	if err != nil || resp.Msg.Source != "projection" || len(resp.Msg.Events) != 2 {
+		t.Fatalf("timeline with ClickHouse hung: %v, %v; want 2 events from the projection", resp, err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("timeline with ClickHouse hung took %s; want about the 200ms trail timeout", took)
+	}
+}
+
+// TestJobTimelineWhileClickHouseLags reads a real ClickHouse that holds
+// only part of a job's history: the read model answers until ClickHouse
+// has caught up.
+func TestJobTimelineWhileClickHouseLags(t *testing.T) {
+	t.Parallel()
+	dsn := os.Getenv("SLUICE_TEST_CLICKHOUSE_DSN")
+	if dsn == "" {
+		t.Skip("CLICKHOUSE NOT TESTED: SLUICE_TEST_CLICKHOUSE_DSN is unset (the README's test command starts ClickHouse and sets it)")
+	}
+	db := fmt.Sprintf("sluice_api_audit_%d", time.Now().UnixNano())
+	conn, err := analytics.Open(analytics.DBConfig{DSN: dsn, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+		conn.Close()
+	})
+	if _, err := analytics.Migrate(ctx, conn, db, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	url := auditServerWith(t, f, api.AuditConfig{Trail: analytics.NewReader(conn, db)}, nil)
+	id := f.seedDead(t, "acme", "q", "http://a.example/hook", "HTTP 500", 1)[0] // enqueued and attempted at t0
+	insert := func(offset int64, typ string, attempt int32, at time.Time) {
+		t.Helper()
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".sluice_events (topic, partition, offset, tenant_id, event_id, type, job_id, attempt, "+
+			"status_code, outcome, actor_kind, actor_id, occurred_at, occurred_at_us, inserted_at)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, outcome := int32(0), ""
+		if attempt > 0 {
+			status, outcome = 500, "DEAD"
+		}
+		if err := b.Append("sluice.events", int32(0), offset, "acme", fmt.Sprintf("ev%d", offset), typ, id, attempt,
+			status, outcome, "system", "delivery", at, at.UnixMicro(), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeline := func() *sluicev1.GetJobTimelineResponse {
+		t.Helper()
+		resp, err := auditClient(url, "sk_acme").GetJobTimeline(ctx, connect.NewRequest(&sluicev1.GetJobTimelineRequest{JobId: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg
+	}
+
+	insert(0, "job.enqueued", 0, t0)
+	if got := timeline(); got.Source != "projection" || len(got.Events) != 2 {
+		t.Errorf("ClickHouse holding the enqueue only: %d events from %s; want the read model's 2 (enqueue, dead attempt)", len(got.Events), got.Source)
+	}
+	insert(1, "job.attempted", 1, t0.Add(time.Millisecond))
+	if got := timeline(); got.Source != "clickhouse" || len(got.Events) != 2 || got.Events[1].EventId != "ev1" {
+		t.Errorf("ClickHouse caught up: %v from %s; want its 2 events", got.Events, got.Source)
+	}
+}
+
+// tenantEndpoints is an endpoint store holding endpoint ids per tenant;
+// replay validation only reads single endpoints, and the embedded nil
+// store answers nothing else.
+type tenantEndpoints struct {
+	api.EndpointStore
+	ids map[string][]string
+}
+
+func (e tenantEndpoints) Endpoint(tenantID, id string) (*eventv1.EndpointConfig, error) {
+	if !slices.Contains(e.ids[tenantID], id) {
+		return nil, fmt.Errorf("endpoint %s: %w", id, tenancy.ErrUnknownEndpoint)
+	}
+	return &eventv1.EndpointConfig{TenantId: tenantID, Endpoint: &sluicev1.Endpoint{Id: id, Url: "http://a.example/" + id}}, nil
+}
+
+func TestReplayTargetOverrideEndpoint(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	url := auditServerWith(t, f, api.AuditConfig{}, tenantEndpoints{ids: map[string][]string{"acme": {"ep_1"}}})
+	f.seedDead(t, "acme", "q", "http://a.example/hook", "HTTP 500", 2)
+	f.seedDead(t, "globex", "q", "http://a.example/hook", "HTTP 500", 2)
+	sel := &sluicev1.ReplaySelection{CreatedAfter: timestamppb.New(t0.Add(-time.Second)), CreatedBefore: timestamppb.New(t0.Add(time.Hour))}
+	to := func(id string) *sluicev1.Target {
+		return &sluicev1.Target{Kind: &sluicev1.Target_EndpointId{EndpointId: id}}
+	}
+	ctx := context.Background()
+	before := len(f.log.calls())
+
+	_, err := replayClient(url, "sk_acme").ReplayJobs(ctx, connect.NewRequest(&sluicev1.ReplayJobsRequest{Selection: sel, ReplayId: "r1", TargetOverride: to("ep_missing")}))
+	wantError(t, err, connect.CodeInvalidArgument, "targetOverride.target.endpointId")
+	_, err = replayClient(url, "sk_globex").ReplayJobs(ctx, connect.NewRequest(&sluicev1.ReplayJobsRequest{Selection: sel, ReplayId: "r1", TargetOverride: to("ep_1")}))
+	wantError(t, err, connect.CodeInvalidArgument, "targetOverride.target.endpointId") // acme's endpoint
+	if got := len(f.log.calls()); got != before {
+		t.Errorf("%d appends after rejected replays; want none", got-before)
+	}
+
+	resp, err := replayClient(url, "sk_acme").ReplayJobs(ctx, connect.NewRequest(&sluicev1.ReplayJobsRequest{Selection: sel, ReplayId: "r1", TargetOverride: to("ep_1")}))
+	if err != nil || resp.Msg.Enqueued != 2 {
+		t.Fatalf("replay to acme's ep_1: %v, %v; want 2 enqueued", resp, err)
+	}
+	for _, id := range resp.Msg.JobIds {
+		snaps, err := f.store.JobSnapshots(ctx, "acme", []string{id})
+		if err != nil || snaps[id].Spec.GetTarget().GetEndpointId() != "ep_1" {
+			t.Errorf("replayed job %s: %v, %v; want it sent to ep_1", id, snaps[id], err)
+		}
+	}
 }

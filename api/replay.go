@@ -27,12 +27,13 @@ type ReplayStore interface {
 
 // ReplayService implements sluice.v1.ReplayService.
 type ReplayService struct {
-	store  ReplayStore
-	trail  AuditTrail // answers event-type filters when set
-	log    Appender
-	topics eventlog.Topics
-	now    func() time.Time
-	logger *slog.Logger
+	store     ReplayStore
+	trail     AuditTrail    // answers event-type filters when set
+	endpoints EndpointStore // checks a target override's endpoint; nil: none exists
+	log       Appender
+	topics    eventlog.Topics
+	now       func() time.Time
+	logger    *slog.Logger
 }
 
 var _ sluicev1connect.ReplayServiceHandler = (*ReplayService)(nil)
@@ -51,6 +52,10 @@ func (s *ReplayService) ReplayJobs(ctx context.Context, req *connect.Request[slu
 	m := req.Msg
 	p := principalFrom(ctx)
 	sel, cerr := replaySelection(m, s.trail != nil)
+	if cerr == nil && m.TargetOverride != nil {
+		// The override's endpoint must be one of the tenant's.
+		cerr = checkEndpointTarget(s.endpoints, p.TenantID, &eventv1.JobSpec{Target: m.TargetOverride}, "targetOverride.")
+	}
 	if cerr != nil {
 		return nil, cerr
 	}

@@ -195,12 +195,12 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Audit.Timelines != nil {
 		mux.Handle(sluicev1connect.NewAuditServiceHandler(&AuditService{
-			trail: cfg.Audit.Trail, timelines: cfg.Audit.Timelines, logger: cfg.Logger,
+			trail: cfg.Audit.Trail, timelines: cfg.Audit.Timelines, trailTimeout: cfg.Audit.TrailTimeout, logger: cfg.Logger,
 		}, opts...))
 	}
 	if cfg.Audit.Replays != nil {
 		mux.Handle(sluicev1connect.NewReplayServiceHandler(&ReplayService{
-			store: cfg.Audit.Replays, trail: cfg.Audit.Trail, log: cfg.Log, topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger,
+			store: cfg.Audit.Replays, trail: cfg.Audit.Trail, endpoints: cfg.Endpoints, log: cfg.Log, topics: cfg.Topics, now: cfg.Now, logger: cfg.Logger,
 		}, opts...))
 	}
 	mux.Handle(sluicev1connect.NewDeadLetterServiceHandler(&DeadLetterService{

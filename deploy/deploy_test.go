@@ -129,22 +129,71 @@ func TestKubernetesManifests(t *testing.T) {
 				continue
 			}
 			kinds[kind]++
-			if kind == "Deployment" {
+			if kind == "Deployment" || kind == "StatefulSet" {
 				for _, r := range checkDeployment(t, res, doc) {
 					roles[r] = true
 				}
 			}
+			if kind == "StatefulSet" {
+				svc := dig(doc, "spec", "serviceName")
+				if svc == nil || !slices.ContainsFunc(yamlDocs(t, filepath.Join("k8s", res)), func(d map[string]any) bool {
+					return d["kind"] == "Service" && dig(d, "metadata", "name") == svc && dig(d, "spec", "clusterIP") == "None"
+				}) {
+					t.Errorf("%s: StatefulSet's serviceName %v is not a headless Service in the file", res, svc)
+				}
+			}
+			if kind == "ConfigMap" {
+				checkClickHouseDSN(t, res, fmt.Sprint(dig(doc, "data", "SLUICE_CLICKHOUSE_DSN")))
+			}
 		}
 	}
-	for _, kind := range []string{"Namespace", "ConfigMap", "Secret", "Job", "Deployment", "Service"} {
+	for _, kind := range []string{"Namespace", "ConfigMap", "Secret", "Job", "Deployment", "StatefulSet", "Service"} {
 		if kinds[kind] == 0 {
 			t.Errorf("no %s in the manifests", kind)
 		}
 	}
-	for _, r := range []string{"api", "delivery", "projections", "tiers"} {
+	for _, r := range []string{"api", "delivery", "projections", "tiers", "router", "analytics"} {
 		if !roles[r] {
-			t.Errorf("no Deployment runs the %s role", r)
+			t.Errorf("no Deployment or StatefulSet runs the %s role", r)
 		}
+	}
+}
+
+// consumingRoles are the roles that join consumer groups as static
+// members and name transactional ids after the node id.
+var consumingRoles = []string{"delivery", "projections", "tiers", "router", "analytics"}
+
+// checkClickHouseDSN wants a DSN without a database: on a fresh server
+// the database does not exist yet, and the analytics role creates the
+// one --clickhouse-database names.
+func checkClickHouseDSN(t *testing.T, where, dsn string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme != "clickhouse" || u.Host == "" {
+		t.Errorf("%s: SLUICE_CLICKHOUSE_DSN %q is not a clickhouse:// URL", where, dsn)
+		return
+	}
+	if strings.Trim(u.Path, "/") != "" {
+		t.Errorf("%s: SLUICE_CLICKHOUSE_DSN %q names database %q, which does not exist on a fresh ClickHouse; leave it to --clickhouse-database", where, dsn, u.Path)
+	}
+}
+
+func TestDockerfileUserIsNumeric(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "USER "); ok {
+			user = strings.TrimSpace(v)
+		}
+	}
+	// The kubelet checks runAsNonRoot against the image's user only when
+	// it is numeric.
+	if !regexp.MustCompile(`^[1-9][0-9]*(:[0-9]+)?$`).MatchString(user) {
+		t.Errorf("Dockerfile USER %q; want a numeric non-root uid (65532:65532)", user)
 	}
 }
 
@@ -158,6 +207,15 @@ func checkDeployment(t *testing.T, file string, doc map[string]any) []string {
 		t.Errorf("%s: args %v do not start with serve", file, args)
 	}
 	roles := strings.Split(flagValue(args, "--roles"), ",")
+	// A node id that survives pod replacement: a StatefulSet's pod name.
+	if slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(consumingRoles, r) }) && doc["kind"] != "StatefulSet" {
+		t.Errorf("%s: roles %v run as a %v; want a StatefulSet, whose pod names (the node ids) survive replacement", file, roles, doc["kind"])
+	}
+	if sc := dig(doc, "spec", "template", "spec", "securityContext"); dig(sc, "runAsNonRoot") == true {
+		if uid, ok := dig(sc, "runAsUser").(int); !ok || uid == 0 {
+			t.Errorf("%s: runAsNonRoot without a numeric non-root runAsUser (%v)", file, dig(sc, "runAsUser"))
+		}
+	}
 	addr := flagValue(args, "--http-addr")
 	if !slices.Contains(roles, "api") {
 		addr = flagValue(args, "--metrics-addr")
@@ -197,6 +255,7 @@ func TestComposeFile(t *testing.T) {
 	if got := dig(services, "kafka", "environment", "KAFKA_PROCESS_ROLES"); got != "broker,controller" {
 		t.Errorf("kafka: KAFKA_PROCESS_ROLES %v; want KRaft broker,controller", got)
 	}
+	checkClickHouseDSN(t, "compose.yaml", fmt.Sprint(dig(compose, "x-sluice", "environment", "SLUICE_CLICKHOUSE_DSN")))
 	if got := dig(services, "grafana", "environment", "GF_INSTALL_PLUGINS"); got != "grafana-clickhouse-datasource" {
 		t.Errorf("grafana: GF_INSTALL_PLUGINS %v; want the ClickHouse plugin", got)
 	}

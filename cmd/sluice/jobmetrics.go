@@ -18,7 +18,12 @@ import (
 // stream of jobs to ever new hosts cannot grow the registry without bound.
 const maxEndpointLabels = 200
 
-// otherEndpoint labels the endpoints beyond maxEndpointLabels.
+// maxQueueLabels is how many distinct queues the per-queue series name;
+// further queues (any tenant may name any queue) count under "other".
+const maxQueueLabels = 200
+
+// otherEndpoint labels the endpoints beyond maxEndpointLabels and the
+// queues beyond maxQueueLabels.
 const otherEndpoint = "other"
 
 // jobMetrics count jobs by queue and attempts by endpoint.
@@ -30,18 +35,21 @@ type jobMetrics struct {
 	endpointAttempts *prometheus.CounterVec
 	endpointLatency  *prometheus.HistogramVec
 	endpoints        labelCap
+	// queues caps the queue label of every per-queue series, these and
+	// metrics.go's.
+	queues labelCap
 }
 
 func newJobMetrics(reg prometheus.Registerer) *jobMetrics {
 	j := &jobMetrics{
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_jobs_enqueued_total", Help: "Jobs enqueued (job.enqueued events appended by this node), by queue.",
+			Name: "sluice_jobs_enqueued_total", Help: "Jobs enqueued (job.enqueued events appended by this node), by queue (\"other\" past 200).",
 		}, []string{"queue"}),
 		succeeded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_jobs_succeeded_total", Help: "Jobs whose delivery succeeded, by queue.",
+			Name: "sluice_jobs_succeeded_total", Help: "Jobs whose delivery succeeded, by queue (\"other\" past 200).",
 		}, []string{"queue"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_jobs_failed_total", Help: "Failed delivery attempts (retried or dead-lettered), by queue.",
+			Name: "sluice_jobs_failed_total", Help: "Failed delivery attempts (retried or dead-lettered), by queue (\"other\" past 200).",
 		}, []string{"queue"}),
 		endpointAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_endpoint_attempts_total",
@@ -53,12 +61,14 @@ func newJobMetrics(reg prometheus.Registerer) *jobMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}, []string{"endpoint"}),
 		endpoints: labelCap{max: maxEndpointLabels},
+		queues:    labelCap{max: maxQueueLabels},
 	}
 	reg.MustRegister(j.enqueued, j.succeeded, j.failed, j.endpointAttempts, j.endpointLatency)
 	return j
 }
 
-// attempted counts one finished delivery attempt.
+// attempted counts one finished delivery attempt; queue is a capped
+// label (queueLabel).
 func (j *jobMetrics) attempted(queue, endpoint, outcome string, latency time.Duration) {
 	switch outcome {
 	case "succeeded":
@@ -70,6 +80,10 @@ func (j *jobMetrics) attempted(queue, endpoint, outcome string, latency time.Dur
 	j.endpointAttempts.WithLabelValues(endpoint, outcome).Inc()
 	j.endpointLatency.WithLabelValues(endpoint).Observe(latency.Seconds())
 }
+
+// queueLabel is the label of queue in the per-queue series: the queue,
+// or "other" past the first maxQueueLabels queues.
+func (j *jobMetrics) queueLabel(queue string) string { return j.queues.label(queue) }
 
 // labelCap admits the first max distinct values of a label and maps every
 // later one to otherEndpoint.
@@ -132,7 +146,7 @@ func (l meteredLog) count(recs []*kgo.Record) {
 		if err != nil {
 			continue
 		}
-		l.jobs.enqueued.WithLabelValues(ev.GetJobEnqueued().GetSpec().GetQueue()).Inc()
+		l.jobs.enqueued.WithLabelValues(l.jobs.queueLabel(ev.GetJobEnqueued().GetSpec().GetQueue())).Inc()
 	}
 }
 

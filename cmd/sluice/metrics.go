@@ -78,6 +78,7 @@ func (m *metrics) handler() http.Handler {
 
 // Attempted implements delivery.Observer.
 func (m *metrics) Attempted(queue, endpoint string, outcome eventv1.Outcome, _ int, latency time.Duration) {
+	queue = m.jobs.queueLabel(queue) // tenants name queues: capped
 	m.jobs.attempted(queue, endpoint, outcomeName(outcome), latency)
 	var name string
 	switch outcome {
@@ -97,7 +98,7 @@ func (m *metrics) Attempted(queue, endpoint string, outcome eventv1.Outcome, _ i
 }
 
 // Deferred implements delivery.Observer.
-func (m *metrics) Deferred(queue string) { m.deferred.WithLabelValues(queue).Inc() }
+func (m *metrics) Deferred(queue string) { m.deferred.WithLabelValues(m.jobs.queueLabel(queue)).Inc() }
 
 // Waiting implements delayline.Observer.
 func (m *metrics) Waiting(topic string, partition int32, appended time.Time) {

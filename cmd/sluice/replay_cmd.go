@@ -24,8 +24,10 @@ Sends the jobs created in [--from, --to) round again as new jobs, oldest
 first, each linked to its original. TIME is RFC 3339 (2026-03-01T12:00:00Z)
 or a duration ago (90m, 24h). Filters: --queue, --target (endpoint id or
 URL prefix), --state, --event-type. --dry-run only counts. An interrupted
-replay resumes with the --replay-id and --cursor it prints; replaying a
-page again under the same replay id enqueues nothing twice.
+replay prints the flags that resume it: the same window as absolute
+times, the filters, --replay-id and --cursor (--cursor needs --from and
+--to as RFC 3339 times, so a resumed run selects the same jobs); replaying
+a page again under the same replay id enqueues nothing twice.
 `
 
 // runReplay re-enqueues a time range of jobs: `sluice replay`.
@@ -64,6 +66,17 @@ func runReplay(ctx context.Context, args []string) error {
 	after, err := parseWhen(*from, now)
 	if err != nil {
 		return fmt.Errorf("--from: %w", err)
+	}
+	if *cursor != "" {
+		// A resumed run must select the window the cursor was made in.
+		if *to == "" {
+			return errors.New("--to: required with --cursor (resume with the --from and --to the interrupted run printed)")
+		}
+		for name, v := range map[string]string{"--from": *from, "--to": *to} {
+			if _, err := time.ParseDuration(v); err == nil {
+				return fmt.Errorf("%s: %q is relative to now; with --cursor give the RFC 3339 time the interrupted run printed", name, v)
+			}
+		}
 	}
 	before := now
 	if *to != "" {
@@ -148,7 +161,7 @@ func replayPages(ctx context.Context, svc sluicev1connect.ReplayServiceClient, r
 		resp, err := svc.ReplayJobs(ctx, connect.NewRequest(req))
 		if err != nil {
 			bar.finish()
-			fmt.Fprintf(os.Stderr, "replay stopped after %d jobs; resume with: --replay-id %s --cursor '%s'\n", total, req.ReplayId, req.Cursor)
+			fmt.Fprintf(os.Stderr, "replay stopped after %d jobs; resume with: sluice replay %s\n", total, resumeFlags(req))
 			return total, fmt.Errorf("replay: %s", client.ErrorMessage(err))
 		}
 		total += resp.Msg.Enqueued
@@ -165,9 +178,40 @@ func replayPages(ctx context.Context, svc sluicev1connect.ReplayServiceClient, r
 		select {
 		case <-ctx.Done():
 			bar.finish()
-			fmt.Fprintf(os.Stderr, "replay interrupted after %d jobs; resume with: --replay-id %s --cursor '%s'\n", total, req.ReplayId, req.Cursor)
+			fmt.Fprintf(os.Stderr, "replay interrupted after %d jobs; resume with: sluice replay %s\n", total, resumeFlags(req))
 			return total, ctx.Err()
 		case <-time.After(time.Until(due)):
 		}
 	}
+}
+
+// resumeFlags are the flags that resume req where it stands, shell-quoted:
+// its window as absolute times, its filters, its target override, its
+// replay id and its cursor.
+func resumeFlags(req *sluicev1.ReplayJobsRequest) string {
+	sel := req.GetSelection()
+	var b strings.Builder
+	flag := func(name, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, " --%s %s", name, shellQuote(v))
+		}
+	}
+	flag("from", sel.GetCreatedAfter().AsTime().UTC().Format(time.RFC3339Nano))
+	flag("to", sel.GetCreatedBefore().AsTime().UTC().Format(time.RFC3339Nano))
+	flag("queue", sel.GetQueue())
+	flag("target", sel.GetTarget())
+	if st := sel.GetState(); st != sluicev1.JobState_JOB_STATE_UNSPECIFIED {
+		flag("state", strings.ToLower(strings.TrimPrefix(st.String(), "JOB_STATE_")))
+	}
+	flag("event-type", sel.GetEventType())
+	flag("to-url", req.GetTargetOverride().GetUrl())
+	flag("to-endpoint", req.GetTargetOverride().GetEndpointId())
+	flag("replay-id", req.GetReplayId())
+	flag("cursor", req.GetCursor())
+	return strings.TrimPrefix(b.String(), " ")
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
