@@ -286,7 +286,9 @@ func (u *unparker) readyRecord(tenantID string, snap *projections.JobSnapshot) (
 		TenantID: tenantID, JobID: snap.Job.Id, OccurredAt: u.now(),
 		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "queues"},
 	}, &eventv1.JobReady{
-		Attempt: snap.Job.Attempt + 1, BudgetStart: snap.BudgetStart,
+		// The attempt it was held at: the one after the last finished, or
+		// a retry by hand's budget start when that is later.
+		Attempt: max(snap.Job.Attempt+1, snap.BudgetStart), BudgetStart: snap.BudgetStart,
 		Spec: proto.CloneOf(snap.Spec), History: snap.Attempts,
 	})
 	return eventlog.EncodeEvent(u.topics.Events(), ev)
