@@ -38,8 +38,9 @@ const settleTimeout = 10 * time.Second
 // created. Within one call, repeats of a key collapse to the first.
 //
 // A key is remembered for the idempotency window, counted from the job's
-// creation. Past it the key starts a new job, with an id derived from the
-// key and the old job's id, which again every node derives alike.
+// creation, or until the job is purged. Past it the key starts a new job,
+// with an id derived from the key and the old job's id, which again every
+// node derives alike.
 func (s *JobService) enqueueAll(ctx context.Context, tenantID, keyID string, specs []*eventv1.JobSpec, payloads []*structpb.Value, now time.Time) ([]*sluicev1.EnqueueResponse, error) {
 	results := make([]*sluicev1.EnqueueResponse, len(specs))
 	firstOfKey := make(map[string]int)
@@ -109,6 +110,16 @@ type keyedJob struct {
 func (s *JobService) keyedJobID(ctx context.Context, tenantID, key string, now time.Time) (string, *sluicev1.Job, error) {
 	id := eventlog.KeyedJobID(tenantID, key)
 	for range 1000 { // a key reused every window for 19 years
+		runs, err := s.store.JobRuns(ctx, tenantID, []string{id})
+		if err != nil {
+			return "", nil, err
+		}
+		if runs[id].Purged {
+			// A purged job's id stays taken by its tombstone; its key
+			// starts a new job.
+			id = eventlog.KeyedJobID(tenantID, key+"\x00"+id)
+			continue
+		}
 		job, err := s.store.GetJob(ctx, tenantID, id)
 		if errors.Is(err, projections.ErrNotFound) {
 			return id, nil, nil

@@ -10,6 +10,8 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/log/eventlog"
+	eventv1 "github.com/sluicehq/sluice/proto/gen/sluice/event/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -137,5 +139,27 @@ func TestBatchWithOneBadItemLeavesNothing(t *testing.T) {
 	}
 	if f.log.offset != 0 {
 		t.Fatalf("%d records appended after a rejected batch, want 0", f.log.offset)
+	}
+}
+
+func TestPurgedJobsKeyStartsANewJob(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	c := f.jobs("sk_acme")
+	first, err := c.Enqueue(context.Background(), connect.NewRequest(keyed("emails", "k-purge", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := first.Msg.Job.Id
+	f.append(t,
+		eventlog.NewEvent(eventlog.Meta{TenantID: "acme", JobID: id, OccurredAt: t0}, &eventv1.JobAttempted{
+			Attempt: 1, Outcome: eventv1.Outcome_OUTCOME_DEAD, Error: "HTTP 410", Reason: "gone"}),
+		eventlog.NewEvent(eventlog.Meta{TenantID: "acme", JobID: id, OccurredAt: t0}, &eventv1.JobPurged{Reason: "test"}))
+	again, err := c.Enqueue(context.Background(), connect.NewRequest(keyed("emails", "k-purge", 2)))
+	if err != nil {
+		t.Fatalf("enqueue with a purged job's key: %v", err)
+	}
+	if !again.Msg.Created || again.Msg.Job.Id == id {
+		t.Fatalf("got job %s created %t; want a new job", again.Msg.Job.Id, again.Msg.Created)
 	}
 }

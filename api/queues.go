@@ -35,7 +35,8 @@ type QueueStore interface {
 	QueueCounts(ctx context.Context, tenantID, queue string) (map[sluicev1.JobState]int64, error)
 	OldestReady(ctx context.Context, tenantID, queue string) (time.Time, bool, error)
 	Queues(ctx context.Context, tenantID string) ([]string, error)
-	ParkedJobs(ctx context.Context, tenantID, queue, after string, limit int) ([]string, string, error)
+	TakeParked(ctx context.Context, tenantID, queue string, limit int) ([]projections.Parked, error)
+	ReturnParked(ctx context.Context, tenantID, queue string, jobs []projections.Parked) error
 	JobSnapshots(ctx context.Context, tenantID string, jobIDs []string) (map[string]*projections.JobSnapshot, error)
 }
 
@@ -241,54 +242,69 @@ type unparker struct {
 }
 
 // queue unparks every job of a queue that is not paused and returns how
-// many it unparked.
+// many it unparked. Each parked job is taken off the parked set before its
+// job.ready is appended, so racing unparkers (ResumeQueue, every node's
+// sweep) never write two for one job.
 func (u *unparker) queue(ctx context.Context, tenantID, queue string) (int, error) {
-	n, after := 0, ""
+	n := 0
 	for {
 		if u.dir.Queue(tenantID, queue).GetPaused() {
 			return n, nil // paused again meanwhile: the rest waits
 		}
-		ids, next, err := u.store.ParkedJobs(ctx, tenantID, queue, after, txnJobs)
-		if err != nil || len(ids) == 0 {
+		taken, err := u.store.TakeParked(ctx, tenantID, queue, txnJobs)
+		if err != nil || len(taken) == 0 {
 			return n, err
 		}
-		after = next
-		var recs []*kgo.Record
-		for chunk := range slices.Chunk(ids, readChunk) {
-			snaps, err := u.store.JobSnapshots(ctx, tenantID, chunk)
-			if err != nil {
-				return n, fmt.Errorf("read parked jobs: %w", err)
+		if err := u.ready(ctx, tenantID, taken); err != nil {
+			if rerr := u.store.ReturnParked(context.WithoutCancel(ctx), tenantID, queue, taken); rerr != nil {
+				err = errors.Join(err, rerr)
 			}
-			for _, id := range chunk {
-				snap, ok := snaps[id]
-				if !ok || snap.Job.State != sluicev1.JobState_JOB_STATE_READY {
-					continue
-				}
-				rec, err := u.readyRecord(tenantID, snap)
-				if err != nil {
-					return n, err
-				}
-				recs = append(recs, rec)
-			}
+			return n, err
 		}
-		if len(recs) > 0 {
-			if err := u.log.AppendAtomic(ctx, recs); err != nil {
-				return n, fmt.Errorf("append job.ready of %d parked jobs: %w", len(recs), err)
-			}
-		}
-		n += len(recs)
+		n += len(taken)
 	}
 }
 
-// readyRecord is the job.ready that runs a parked job's next attempt.
-func (u *unparker) readyRecord(tenantID string, snap *projections.JobSnapshot) (*kgo.Record, error) {
+// ready appends one job.ready per taken job, in one transaction.
+func (u *unparker) ready(ctx context.Context, tenantID string, taken []projections.Parked) error {
+	var recs []*kgo.Record
+	for chunk := range slices.Chunk(taken, readChunk) {
+		ids := make([]string, len(chunk))
+		for i, p := range chunk {
+			ids[i] = p.JobID
+		}
+		snaps, err := u.store.JobSnapshots(ctx, tenantID, ids)
+		if err != nil {
+			return fmt.Errorf("read parked jobs: %w", err)
+		}
+		for _, p := range chunk {
+			snap, ok := snaps[p.JobID]
+			if !ok {
+				continue
+			}
+			rec, err := u.readyRecord(tenantID, snap, p.Attempt)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := u.log.AppendAtomic(ctx, recs); err != nil {
+		return fmt.Errorf("append job.ready of %d parked jobs: %w", len(recs), err)
+	}
+	return nil
+}
+
+// readyRecord is the job.ready that runs a parked job's attempt.
+func (u *unparker) readyRecord(tenantID string, snap *projections.JobSnapshot, attempt int32) (*kgo.Record, error) {
 	ev := eventlog.NewEvent(eventlog.Meta{
 		TenantID: tenantID, JobID: snap.Job.Id, OccurredAt: u.now(),
 		Actor: &eventv1.Actor{Kind: eventv1.Actor_KIND_SYSTEM, Id: "queues"},
 	}, &eventv1.JobReady{
-		// The attempt it was held at: the one after the last finished, or
-		// a retry by hand's budget start when that is later.
-		Attempt: max(snap.Job.Attempt+1, snap.BudgetStart), BudgetStart: snap.BudgetStart,
+		Attempt: attempt, BudgetStart: snap.BudgetStart,
 		Spec: proto.CloneOf(snap.Spec), History: snap.Attempts,
 	})
 	return eventlog.EncodeEvent(u.topics.Events(), ev)

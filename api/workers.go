@@ -163,14 +163,9 @@ func (s *WorkerService) ClaimStream(ctx context.Context, req *connect.Request[sl
 		}
 		if len(jobs) > 0 {
 			if err := stream.Send(&sluicev1.ClaimStreamResponse{Jobs: jobs}); err != nil {
-				// The client left before it heard of these leases: give the
-				// jobs back rather than let them expire as failed attempts.
-				// Leases it did hear of stay valid.
-				for _, j := range jobs {
-					if rerr := s.store.ReleaseLease(context.WithoutCancel(ctx), p.TenantID, j.Job.Id, j.LeaseToken, s.now()); rerr != nil {
-						s.logger.WarnContext(ctx, "release unsent lease; it expires instead", "job_id", j.Job.Id, "error", rerr)
-					}
-				}
+				// The client left. Its leases are in the log (job.claimed),
+				// so they run out like a crashed worker's: a failed attempt
+				// each, retried per the policy.
 				return nil
 			}
 			for _, j := range jobs {

@@ -34,6 +34,10 @@ type JobRun struct {
 	// CreatedAt is the job's creation time (Unix µs) as its winning
 	// job.enqueued says; 0 when unknown.
 	CreatedAt int64
+	// Attempt is the job's latest finished attempt.
+	Attempt int32
+	// Purged is set when the job was purged: nothing of it runs again.
+	Purged bool
 }
 
 // StateReader reads where jobs stand; delivery uses it to skip jobs
@@ -274,6 +278,11 @@ type run struct {
 // stale reports whether r no longer stands: its job was cancelled after
 // r's budget began, or a retry by hand started a later budget.
 func (r run) stale(cur JobRun) bool {
+	// A purged job, or a copy of an attempt that already finished (two
+	// job.ready for one attempt), runs no more.
+	if cur.Purged || r.attempt <= cur.Attempt {
+		return true
+	}
 	if r.budget < cur.BudgetStart {
 		return true
 	}

@@ -51,12 +51,18 @@ func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event
 		out, err := d.holdForQueue(rec, ev, r)
 		return out, true, nil, err
 	}
-	if d.queues.Take(tenant, queue, perSecond, 1, d.cfg.Now()) == 0 || !d.queues.Acquire(tenant, queue, limit) {
+	// A slot first, then a start: a deferred attempt spends no start.
+	release, ok := d.queues.Acquire(tenant, queue, limit)
+	if ok && d.queues.Take(tenant, queue, perSecond, 1, d.cfg.Now()) == 0 {
+		release()
+		ok = false
+	}
+	if !ok {
 		d.cfg.Observer.Deferred(queue)
 		out, err := d.deferRun(rec, ev, r)
 		return out, true, nil, err
 	}
-	return nil, false, func() { d.queues.Release(tenant, queue) }, nil
+	return nil, false, release, nil
 }
 
 // wonKey reports whether ev, of a job with an idempotency key, belongs to
@@ -70,6 +76,9 @@ func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event, r run) (bool,
 		cur, err := d.states.state(ctx, ev.TenantId, ev.JobId)
 		if err != nil {
 			return false, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
+		}
+		if cur.Purged {
+			return false, nil // a purged job's key: nothing runs
 		}
 		if cur.EnqueueEventID != "" {
 			if _, first := ev.Body.(*eventv1.Event_JobEnqueued); first {

@@ -263,8 +263,8 @@ func TestJobSnapshots(t *testing.T) {
 		}
 		runs, err := f.store.JobRuns(ctx, tenant, []string{"d1", "d2", "nope"})
 		want := map[string]projections.JobRun{
-			"d1": {State: sluicev1.JobState_JOB_STATE_READY, BudgetStart: 3},
-			"d2": {State: sluicev1.JobState_JOB_STATE_DEAD},
+			"d1": {State: sluicev1.JobState_JOB_STATE_READY, BudgetStart: 3, Attempt: 2},
+			"d2": {State: sluicev1.JobState_JOB_STATE_DEAD, Attempt: 2},
 		}
 		for id, r := range runs {
 			if r.EnqueueEventID == "" || r.CreatedAt == 0 {

@@ -46,6 +46,9 @@
 local APPLIED, SEEN, IGNORED, UNKNOWN, STALE = 1, 0, 2, 3, -1
 -- Results of lease operations besides a table of {attempt, budget start}.
 local NO_LEASE, EXPIRED = 4, 5
+-- FINISH_GRACE is how long a finished lease's outcome may take to be
+-- folded before the reaper gives the lease back, in µs: 60 s.
+local FINISH_GRACE = 60000000
 
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return STALE
@@ -200,6 +203,7 @@ if kind == 'attempted' then
   redis.call('HSET', KEYS[3], ARGV[7], ARGV[12])
   unlease()
   claimable(cur[6], nil)
+  unpark()
   if ARGV[15] ~= '' then
     redis.call('HSET', key, 'result', ARGV[15])
   end
@@ -359,7 +363,10 @@ if kind == 'finish' then
   end
   redis.call('HSET', key, 'finishing_token', ARGV[7])
   redis.call('HDEL', key, 'lease_token')
-  redis.call('ZREM', KEYS[4], key)
+  -- The job stays in the leases set for a grace period: should the
+  -- outcome never reach the log (the caller died), the reaper restores
+  -- the lease and lets it expire. The outcome's fold takes it out.
+  redis.call('ZADD', KEYS[4], tonumber(at) + FINISH_GRACE, key)
   return {tonumber(l[3]), tonumber(cur[8] or '0')}
 end
 

@@ -230,7 +230,7 @@ func (s *Store) ExpiredLeases(ctx context.Context, now time.Time, limit int) ([]
 	cmds := make([]*redis.SliceCmd, len(keys))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range keys {
-			cmds[i] = p.HMGet(ctx, k, "tenant", "id", "lease_token")
+			cmds[i] = p.HMGet(ctx, k, "tenant", "id", "lease_token", "finishing_token")
 		}
 		return nil
 	})
@@ -240,39 +240,107 @@ func (s *Store) ExpiredLeases(ctx context.Context, now time.Time, limit int) ([]
 	out := make([]ExpiredLease, 0, len(keys))
 	for i, c := range cmds {
 		v := c.Val()
-		if str(v[2]) == "" {
-			s.rdb.ZRem(ctx, s.keys.leases(), keys[i]) // a lease the fold ended
-			continue
+		tenantID, jobID, token, finishing := str(v[0]), str(v[1]), str(v[2]), str(v[3])
+		switch {
+		case token != "":
+			out = append(out, ExpiredLease{TenantID: tenantID, JobID: jobID, Token: token})
+		case finishing != "":
+			// A finish whose outcome never reached the log in its grace
+			// period: give the lease back; it is expired, so the next
+			// look ends it as a failed attempt.
+			if err := s.RestoreLease(ctx, tenantID, jobID, finishing, now); err != nil {
+				return out, err
+			}
+		default:
+			if err := s.dropEndedLease(ctx, keys[i]); err != nil {
+				return out, err
+			}
 		}
-		out = append(out, ExpiredLease{TenantID: str(v[0]), JobID: str(v[1]), Token: str(v[2])})
 	}
 	return out, nil
 }
 
-// ParkedJobs returns up to limit job ids of a queue's parked jobs, oldest
-// first, after the cursor after ("" for the first page), and the cursor of
-// the page's end.
-func (s *Store) ParkedJobs(ctx context.Context, tenantID, queue, after string, limit int) ([]string, string, error) {
-	start := "-"
-	if after != "" {
-		start = "(" + after
+// Parked is a job taken off a paused queue's parked set.
+type Parked struct {
+	JobID string
+	// Attempt is the attempt it was held at.
+	Attempt int32
+	member  string
+}
+
+// takeParkedScript takes up to ARGV[2] jobs off a parked set (KEYS[1]),
+// oldest first, for the caller to make ready: each is taken once, however
+// many callers race. ARGV[1] is the tenant's key base. Returns {job id,
+// attempt, member} per job still ready and parked.
+var takeParkedScript = redis.NewScript(`
+local function esc(s)
+  return (string.gsub(string.gsub(s, '%%', '%%25'), ':', '%%3A'))
+end
+local out = {}
+local members = redis.call('ZRANGEBYLEX', KEYS[1], '-', '+', 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(members) do
+  redis.call('ZREM', KEYS[1], m)
+  local id = string.sub(m, 18)
+  local key = ARGV[1] .. 'job:' .. esc(id)
+  local h = redis.call('HMGET', key, 'parked_member', 'parked_attempt', 'state')
+  if h[1] == m and h[3] == 'ready' then
+    redis.call('HDEL', key, 'parked_member', 'parked_attempt')
+    out[#out + 1] = {id, tonumber(h[2]), m}
+  end
+end
+return out`)
+
+// returnParkedScript puts jobs TakeParked took back on their parked set
+// (KEYS[1]) when their job.ready could not be appended. ARGV[1] is the key
+// base, then id, attempt, member triples.
+var returnParkedScript = redis.NewScript(`
+local function esc(s)
+  return (string.gsub(string.gsub(s, '%%', '%%25'), ':', '%%3A'))
+end
+for i = 2, #ARGV, 3 do
+  local key = ARGV[1] .. 'job:' .. esc(ARGV[i])
+  if redis.call('HGET', key, 'state') == 'ready' then
+    redis.call('HSET', key, 'parked_member', ARGV[i + 2], 'parked_attempt', ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], 0, ARGV[i + 2])
+  end
+end
+return 1`)
+
+// TakeParked takes up to limit jobs off a queue's parked set, oldest
+// first, and returns them; the caller appends their job.ready, or gives
+// them back with ReturnParked. Racing callers never take one job twice.
+func (s *Store) TakeParked(ctx context.Context, tenantID, queue string, limit int) ([]Parked, error) {
+	v, err := takeParkedScript.Run(ctx, s.rdb, []string{s.keys.parked(tenantID, queue)}, s.keys.tenant(tenantID), limit).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("take parked jobs of queue %s: %w", queue, err)
 	}
-	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: s.keys.parked(tenantID, queue), Start: start, Stop: "+", ByLex: true, Count: int64(limit),
-	}).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("read parked jobs of queue %s: %w", queue, err)
-	}
-	ids := make([]string, 0, len(members))
-	for _, m := range members {
-		if id, ok := memberJobID(m); ok {
-			ids = append(ids, id)
+	rows, _ := v.([]any)
+	out := make([]Parked, 0, len(rows))
+	for _, r := range rows {
+		t, _ := r.([]any)
+		if len(t) != 3 {
+			continue
 		}
+		id, _ := t[0].(string)
+		m, _ := t[2].(string)
+		out = append(out, Parked{JobID: id, Attempt: int32(toInt(t[1])), member: m})
 	}
-	if len(members) > 0 {
-		after = members[len(members)-1]
+	return out, nil
+}
+
+// ReturnParked gives jobs TakeParked took back to the parked set.
+func (s *Store) ReturnParked(ctx context.Context, tenantID, queue string, jobs []Parked) error {
+	if len(jobs) == 0 {
+		return nil
 	}
-	return ids, after, nil
+	args := []any{s.keys.tenant(tenantID)}
+	for _, p := range jobs {
+		args = append(args, p.JobID, p.Attempt, p.member)
+	}
+	if err := returnParkedScript.Run(ctx, s.rdb, []string{s.keys.parked(tenantID, queue)}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("return parked jobs of queue %s: %w", queue, err)
+	}
+	return nil
 }
 
 // LiveLeases reports which of the leases (job id → token) are still the
@@ -427,4 +495,21 @@ func staleEpoch(cmds []redis.Cmder) bool {
 func toInt(v any) int64 {
 	n, _ := v.(int64)
 	return n
+}
+
+// dropEndedLeaseScript takes a job off the leases set if its lease ended
+// (no live token, no finish under way) - checked and done at once, so a
+// lease restored meanwhile stays.
+var dropEndedLeaseScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[2], 'lease_token', 'finishing_token')
+if not h[1] and not h[2] then
+  redis.call('ZREM', KEYS[1], KEYS[2])
+end
+return 1`)
+
+func (s *Store) dropEndedLease(ctx context.Context, jobKey string) error {
+	if err := dropEndedLeaseScript.Run(ctx, s.rdb, []string{s.keys.leases(), jobKey}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("drop ended lease of %s: %w", jobKey, err)
+	}
+	return nil
 }

@@ -119,3 +119,84 @@ func TestLeasesFoldBackFromTheLog(t *testing.T) {
 		}
 	})
 }
+
+func TestAFinishWhoseOutcomeNeverCameIsGivenBack(t *testing.T) {
+	t.Parallel()
+	runRedis(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		store, _ := newStore(t, b)
+		mustApply(t, store, (&partitionLog{partition: 1}).records(t, workerJob(tenant, "lost", "work", 0, t0))...)
+		now := t0.Add(time.Minute)
+		leases, err := store.Claim(ctx, projections.ClaimRequest{
+			TenantID: tenant, Queue: "work", WorkerID: "w", Max: 1, Duration: 30 * time.Second,
+			NewToken: func() string { return "tok" }, Now: now,
+		})
+		if err != nil || len(leases) != 1 {
+			t.Fatalf("Claim: %v, %v", leases, err)
+		}
+		// The API ends the lease to append the outcome, and dies.
+		if _, err := store.FinishLease(ctx, tenant, "lost", "tok", false, now.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := store.ExpiredLeases(ctx, now.Add(50*time.Second), 10); err != nil || len(got) != 0 {
+			t.Fatalf("within the grace period: %v, %v; want nothing", got, err)
+		}
+		// Past the grace period the lease comes back, expired.
+		later := now.Add(2 * time.Minute)
+		if _, err := store.ExpiredLeases(ctx, later, 10); err != nil {
+			t.Fatal(err)
+		}
+		got, err := store.ExpiredLeases(ctx, later, 10)
+		if err != nil || len(got) != 1 || got[0].JobID != "lost" || got[0].Token != "tok" {
+			t.Fatalf("after the grace period: %v, %v; want the lost job's lease, to expire", got, err)
+		}
+	})
+}
+
+func TestParkedJobsAreTakenOnce(t *testing.T) {
+	t.Parallel()
+	runRedis(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		store, _ := newStore(t, b)
+		l := &partitionLog{partition: 1}
+		var evs []*eventv1.Event
+		for i := range 20 {
+			id := fmt.Sprintf("p%02d", i)
+			evs = append(evs, enqueued(tenant, id, "held", t0.Add(time.Duration(i)*time.Second)),
+				eventlog.NewEvent(eventlog.Meta{TenantID: tenant, JobID: id, OccurredAt: t0}, &eventv1.JobParked{Attempt: 1}))
+		}
+		mustApply(t, store, l.records(t, evs...)...)
+		// A take whose job.ready could not be appended gives its jobs back.
+		first, err := store.TakeParked(ctx, tenant, "held", 1)
+		if err != nil || len(first) != 1 {
+			t.Fatalf("TakeParked: %v, %v", first, err)
+		}
+		if err := store.ReturnParked(ctx, tenant, "held", first); err != nil {
+			t.Fatal(err)
+		}
+		seen := make(map[string]int)
+		for range 3 { // racing unparkers, one after another here
+			taken, err := store.TakeParked(ctx, tenant, "held", 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range taken {
+				seen[p.JobID]++
+				if p.Attempt != 1 {
+					t.Errorf("job %s taken at attempt %d, want 1", p.JobID, p.Attempt)
+				}
+			}
+		}
+		if len(seen) != 20 {
+			t.Fatalf("took %d jobs, want all 20", len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("job %s taken %d times", id, n)
+			}
+		}
+		if again, err := store.TakeParked(ctx, tenant, "held", 8); err != nil || len(again) != 0 {
+			t.Fatalf("a fourth take: %v, %v; want nothing", again, err)
+		}
+	})
+}

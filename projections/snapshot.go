@@ -64,17 +64,22 @@ type JobRun struct {
 	// in Unix microseconds: a job.ready whose spec says otherwise comes
 	// from a losing duplicate.
 	CreatedAt int64
+	// Attempt is the latest finished attempt.
+	Attempt int32
+	// Purged is set for a purged job's tombstone: every later event of
+	// the job is ignored (State is unspecified).
+	Purged bool
 }
 
 // JobRuns returns the state and attempt budget of each of the tenant's
 // jobs in jobIDs, in one round trip. Jobs that do not exist are absent
-// from the map.
+// from the map; a purged job is present with Purged set.
 func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (map[string]JobRun, error) {
 	ids := slices.Compact(slices.Sorted(slices.Values(jobIDs)))
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start", "eid", "created_at")
+			cmds[i] = p.HMGet(ctx, s.keys.job(tenantID, id), "state", "budget_start", "eid", "created_at", "attempt", "tombstone")
 		}
 		return nil
 	})
@@ -84,13 +89,18 @@ func (s *Store) JobRuns(ctx context.Context, tenantID string, jobIDs []string) (
 	runs := make(map[string]JobRun, len(ids))
 	for i, c := range cmds {
 		v := c.Val()
+		if str(v[5]) != "" {
+			runs[ids[i]] = JobRun{Purged: true}
+			continue
+		}
 		st, ok := parseState(str(v[0]))
 		if !ok {
 			continue
 		}
 		budget, _ := strconv.ParseInt(str(v[1]), 10, 32)
 		created, _ := strconv.ParseInt(str(v[3]), 10, 64)
-		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget), EnqueueEventID: str(v[2]), CreatedAt: created}
+		attempt, _ := strconv.ParseInt(str(v[4]), 10, 32)
+		runs[ids[i]] = JobRun{State: st, BudgetStart: int32(budget), EnqueueEventID: str(v[2]), CreatedAt: created, Attempt: int32(attempt)}
 	}
 	return runs, nil
 }

@@ -76,22 +76,22 @@ func (l *Limits) Available(tenantID, queue string, perSecond float64, n int, now
 }
 
 // Acquire counts one more running job of a queue unless limit (> 0) are
-// running already; limit <= 0 means no limit. Every true must be matched
-// by a Release.
-func (l *Limits) Acquire(tenantID, queue string, limit int) bool {
+// running already, and returns the func that ends it. limit <= 0 means no
+// limit, and nothing is counted: queues without limits cost no memory.
+func (l *Limits) Acquire(tenantID, queue string, limit int) (release func(), ok bool) {
+	if limit <= 0 {
+		return func() {}, true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.state(tenantID, queue)
-	if limit > 0 && s.running >= limit {
-		return false
+	if s.running >= limit {
+		return nil, false
 	}
 	s.running++
-	return true
-}
-
-// Release ends a running job Acquire counted.
-func (l *Limits) Release(tenantID, queue string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.state(tenantID, queue).running--
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		s.running--
+	}, true
 }

@@ -1,6 +1,8 @@
 package queuelimit
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -27,20 +29,28 @@ func TestTakeRefillsAtTheRate(t *testing.T) {
 
 func TestAcquireHoldsTheLimit(t *testing.T) {
 	var l Limits
+	var releases []func()
 	for i := range 3 {
-		if !l.Acquire("t", "q", 3) {
+		release, ok := l.Acquire("t", "q", 3)
+		if !ok {
 			t.Fatalf("acquire %d refused below the limit", i)
 		}
+		releases = append(releases, release)
 	}
-	if l.Acquire("t", "q", 3) {
+	if _, ok := l.Acquire("t", "q", 3); ok {
 		t.Fatal("acquire above the limit allowed")
 	}
-	l.Release("t", "q")
-	if !l.Acquire("t", "q", 3) {
+	releases[0]()
+	if _, ok := l.Acquire("t", "q", 3); !ok {
 		t.Fatal("acquire after a release refused")
 	}
-	if !l.Acquire("t", "q", 0) {
-		t.Fatal("no limit refused")
+	for range 100 {
+		if _, ok := l.Acquire("t", fmt.Sprint("unlimited-", rand.Int()), 0); !ok {
+			t.Fatal("no limit refused")
+		}
+	}
+	if n := len(l.queues); n != 1 {
+		t.Fatalf("%d queues tracked; queues without a limit must not be", n)
 	}
 }
 

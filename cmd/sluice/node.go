@@ -341,7 +341,8 @@ func (j jobRuns) JobRuns(ctx context.Context, tenantID string, jobIDs []string) 
 	}
 	out := make(map[string]delivery.JobRun, len(runs))
 	for id, r := range runs {
-		out[id] = delivery.JobRun{State: r.State, BudgetStart: r.BudgetStart, EnqueueEventID: r.EnqueueEventID, CreatedAt: r.CreatedAt}
+		out[id] = delivery.JobRun{State: r.State, BudgetStart: r.BudgetStart, EnqueueEventID: r.EnqueueEventID,
+			CreatedAt: r.CreatedAt, Attempt: r.Attempt, Purged: r.Purged}
 	}
 	return out, nil
 }
