@@ -168,7 +168,10 @@ func (s *JobService) settle(ctx context.Context, tenantID string, pending []keye
 			wait = min(2*wait, 50*time.Millisecond)
 		case <-ctx.Done():
 			s.logger.WarnContext(ctx, "enqueued jobs not yet in the read model", "jobs", len(ids), "timeout", settleTimeout)
-			return connect.NewError(connect.CodeUnavailable, errors.New(
+			// Not unavailable: the log accepted the jobs. Repeating the
+			// request is safe for keyed jobs; unkeyed ones would be
+			// enqueued again.
+			return connect.NewError(connect.CodeDeadlineExceeded, errors.New(
 				"the jobs were appended but the read model does not show them yet; repeat the request with the same idempotency keys to learn their ids"))
 		}
 	}
