@@ -68,8 +68,31 @@ func NewReal(t testing.TB) *Cluster {
 		t.Skipf("REAL KAFKA NOT TESTED: %s is unset (the README's test command starts a broker and sets it)", EnvBrokers)
 	}
 	c := &Cluster{Name: "kafka", Brokers: strings.Split(env, ","), Topics: topicsFor(t, 4)}
+	// Registered before the topics exist, so it runs after every cleanup
+	// the test adds (clients that use them close first).
+	t.Cleanup(func() { c.deleteTopics(t) })
 	c.createTopics(t)
 	return c
+}
+
+// deleteTopics removes the test's topics from the shared broker, best
+// effort: a long-lived broker would otherwise gather thousands of
+// partitions (and their open files) over many runs.
+func (c *Cluster) deleteTopics(t testing.TB) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var names []string
+	for _, spec := range c.Topics.Specs() {
+		names = append(names, spec.Name)
+	}
+	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
+		t.Logf("delete test topics: %v", err)
+	}
 }
 
 // Run runs fn as subtests against kfake and against the real broker: one
