@@ -118,7 +118,11 @@ func (s *Store) foldCall(ctx context.Context, tok string, rec *kgo.Record) (call
 	case *eventv1.Event_JobAttempted:
 		tail, err = attemptedArgs(ev.JobId, body.JobAttempted, at)
 	case *eventv1.Event_JobReady:
-		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt())), member(at, ev.JobId)}
+		created := ""
+		if c := body.JobReady.GetSpec().GetCreatedAt(); c != nil {
+			created = micros(c.AsTime())
+		}
+		tail = []any{"ready", micros(at), strconv.Itoa(int(body.JobReady.GetAttempt())), member(at, ev.JobId), created}
 	case *eventv1.Event_JobCancelled:
 		tail = []any{"cancelled", micros(at)}
 	case *eventv1.Event_JobRetried:

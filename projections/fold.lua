@@ -24,7 +24,9 @@
 --            dies, ARGV[14] its dead-letter index member, ARGV[15] a
 --            worker's result (JSON, "" for none)
 -- ready:     ARGV[7] the attempt about to run, ARGV[8] the job's claim
---            member suffix ("{time}:{id}", time of the event)
+--            member suffix ("{time}:{id}", time of the event), ARGV[9]
+--            the creation time in its spec ("" unknown): a job.ready of a
+--            losing duplicate (another creation time) changes nothing
 -- retried:   ARGV[7] the new budget's first attempt, ARGV[8] reason,
 --            ARGV[9] actor, ARGV[10] new payload ("" keeps the payload),
 --            ARGV[11] claim member suffix
@@ -226,6 +228,9 @@ if kind == 'attempted' then
 end
 
 if kind == 'ready' then
+  if ARGV[9] ~= '' and redis.call('HGET', key, 'created_at') ~= ARGV[9] then
+    return IGNORED
+  end
   -- A parked job is ready already: the job.ready that resumes it only
   -- takes it off the parked list.
   unpark()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -197,6 +198,41 @@ func TestParkedJobsAreTakenOnce(t *testing.T) {
 		}
 		if again, err := store.TakeParked(ctx, tenant, "held", 8); err != nil || len(again) != 0 {
 			t.Fatalf("a fourth take: %v, %v; want nothing", again, err)
+		}
+	})
+}
+
+func TestALosingDuplicatesTimerDoesNotMakeTheJobReady(t *testing.T) {
+	t.Parallel()
+	runRedis(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		store, _ := newStore(t, b)
+		winner := workerJob(tenant, "k1", "work", 0, t0)
+		winner.GetJobEnqueued().Spec.RunAt = timestamppb.New(t0.Add(time.Hour))
+		loserSpec := proto.CloneOf(winner.GetJobEnqueued().Spec)
+		loserSpec.CreatedAt = timestamppb.New(t0.Add(time.Millisecond)) // another racer
+		readyFor := func(spec *eventv1.JobSpec, at time.Time) *eventv1.Event {
+			return eventlog.NewEvent(eventlog.Meta{TenantID: tenant, JobID: "k1", OccurredAt: at}, &eventv1.JobReady{Attempt: 1, Spec: spec})
+		}
+		l := &partitionLog{partition: 1}
+		mustApply(t, store, l.records(t, winner, readyFor(loserSpec, t0.Add(time.Minute)))...)
+		if job, err := store.GetJob(ctx, tenant, "k1"); err != nil || job.State != sluicev1.JobState_JOB_STATE_SCHEDULED {
+			t.Fatalf("after the loser's timer: %v, %v; want scheduled", job.GetState(), err)
+		}
+		claim := func() int {
+			leases, err := store.Claim(ctx, projections.ClaimRequest{TenantID: tenant, Queue: "work", WorkerID: "w", Max: 1,
+				Duration: time.Minute, NewToken: func() string { return "t" }, Now: t0.Add(2 * time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(leases)
+		}
+		if n := claim(); n != 0 {
+			t.Fatalf("claimed %d jobs before the winner's runAt", n)
+		}
+		mustApply(t, store, l.records(t, readyFor(winner.GetJobEnqueued().Spec, t0.Add(time.Hour)))...)
+		if n := claim(); n != 1 {
+			t.Fatalf("claimed %d jobs after the winner's timer, want 1", n)
 		}
 	})
 }
