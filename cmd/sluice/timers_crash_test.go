@@ -97,9 +97,21 @@ func readyEvents(t *testing.T, brokers, topic string) map[string]int {
 	defer admCl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
+	// A broker just restarted from its data dir can report a partition
+	// empty for a moment; the jobs of the callers span every partition,
+	// so wait until none reads empty.
+	var ends kadm.ListedOffsets
+	for {
+		ends, err = kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		empty := false
+		ends.Each(func(o kadm.ListedOffset) { empty = empty || o.Offset == 0 })
+		if !empty || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	remaining := make(map[int32]int64)
 	ends.Each(func(o kadm.ListedOffset) {
@@ -132,5 +144,6 @@ func readyEvents(t *testing.T, brokers, topic string) map[string]int {
 	if len(remaining) > 0 {
 		t.Fatalf("read %s: partitions %v not read to their end", topic, remaining)
 	}
+	ends.Each(func(o kadm.ListedOffset) { t.Logf("%s partition %d: read to offset %d", topic, o.Partition, o.Offset) })
 	return counts
 }
