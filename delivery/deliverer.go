@@ -213,16 +213,17 @@ func (d *Deliverer) Handle(ctx context.Context, rec *kgo.Record) ([]*kgo.Record,
 	if !ok {
 		return nil, nil
 	}
+	var cur JobRun
 	if d.states != nil {
-		cur, err := d.states.state(ctx, ev.TenantId, ev.JobId)
-		if err != nil {
+		var err error
+		if cur, err = d.states.state(ctx, ev.TenantId, ev.JobId); err != nil {
 			return nil, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
 		}
 		if run.stale(cur) {
 			return nil, nil
 		}
 	}
-	out, held, release, err := d.gate(ctx, rec, ev, run)
+	out, held, release, err := d.gate(ctx, rec, ev, run, cur)
 	if err != nil || held {
 		return out, err
 	}

@@ -34,10 +34,11 @@ const winnerWait = 5 * time.Second
 //   - the queue runs its concurrency limit on this node, or its rate
 //     limit is spent: the attempt is deferred unchanged (deferRun).
 //
+// cur is where the read model had the job when the attempt was picked up.
 // Otherwise release must be called once the attempt ends.
-func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event, r run) (out []*kgo.Record, held bool, release func(), err error) {
+func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event, r run, cur JobRun) (out []*kgo.Record, held bool, release func(), err error) {
 	if r.spec.GetIdempotencyKey() != "" && d.states != nil {
-		won, err := d.wonKey(ctx, ev, r)
+		won, err := d.wonKey(ctx, ev, r, cur)
 		if err != nil || !won {
 			return nil, true, nil, err
 		}
@@ -69,13 +70,17 @@ func (d *Deliverer) gate(ctx context.Context, rec *kgo.Record, ev *eventv1.Event
 // the job.enqueued that created the job: the read model names the first
 // job.enqueued of the job's id in log order, and the creation time in its
 // spec, which every job.ready of the job carries on.
-func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event, r run) (bool, error) {
+// cur is the job's state already read; it is read again only while the
+// read model has not shown the job.enqueued.
+func (d *Deliverer) wonKey(ctx context.Context, ev *eventv1.Event, r run, cur JobRun) (bool, error) {
 	deadline := d.cfg.Now().Add(winnerWait)
 	pause := time.Millisecond
-	for {
-		cur, err := d.states.state(ctx, ev.TenantId, ev.JobId)
-		if err != nil {
-			return false, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
+	for read := false; ; read = true {
+		if read {
+			var err error
+			if cur, err = d.states.state(ctx, ev.TenantId, ev.JobId); err != nil {
+				return false, fmt.Errorf("read state of job %s: %w", ev.JobId, err)
+			}
 		}
 		if cur.Purged {
 			return false, nil // a purged job's key: nothing runs

@@ -55,14 +55,6 @@ func (d *Directory) Queue(tenantID, name string) *sluicev1.Queue {
 	return proto.CloneOf(q)
 }
 
-// QueuePaused reports whether a tenant's queue is paused. It does not
-// copy, for the delivery path.
-func (d *Directory) QueuePaused(tenantID, name string) bool {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.queues[tenantID][name].GetPaused()
-}
-
 // ConfiguredQueues returns the tenant's queues that have settings, by
 // name.
 func (d *Directory) ConfiguredQueues(tenantID string) []*sluicev1.Queue {

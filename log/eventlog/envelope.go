@@ -136,17 +136,6 @@ const (
 	numPriorities
 )
 
-// RecordPriorityName returns rec's HeaderPriority, "normal" when absent.
-func RecordPriorityName(rec *kgo.Record) string {
-	switch RecordPriority(rec) {
-	case PriorityHigh:
-		return "high"
-	case PriorityLow:
-		return "low"
-	}
-	return "normal"
-}
-
 // RecordPriority returns the priority class of rec from its
 // HeaderPriority: PriorityHigh, PriorityNormal or PriorityLow.
 func RecordPriority(rec *kgo.Record) int {
