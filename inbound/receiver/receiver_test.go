@@ -1,14 +1,18 @@
 package receiver_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +268,51 @@ func TestReceiverAnswers503WhenTheLogIsDown(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("answered after %s, want within the 500ms append timeout", took)
 	}
+}
+
+// A sender that declares a body and stalls is cut off after BodyTimeout
+// and nothing is stored.
+func TestReceiverCutsOffAStalledBody(t *testing.T) {
+	t.Parallel()
+	v := verify.None{}
+	cat := catalog{"src_any": {TenantID: "ten_1", Source: &sluicev1.Source{Id: "src_any"}, Verifier: v}}
+	var appended atomic.Int64
+	rc, err := receiver.New(receiver.Config{Sources: cat, Log: countingLog{&appended}, Topic: "sluice.inbox", BodyTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /in/{source_id}", rc)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// 25 MiB declared, 10 bytes sent, then nothing.
+	fmt.Fprintf(conn, "POST /in/src_any HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n0123456789", 25<<20)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Fatalf("stalled body answered %d, want an error", resp.StatusCode)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("stalled body held for %s, want about the 300ms body timeout", took)
+	}
+	if n := appended.Load(); n != 0 {
+		t.Fatalf("%d records appended for a stalled body", n)
+	}
+}
+
+// countingLog counts appends and acknowledges them.
+type countingLog struct{ n *atomic.Int64 }
+
+func (l countingLog) Append(_ context.Context, recs ...*kgo.Record) error {
+	l.n.Add(int64(len(recs)))
+	return nil
 }
